@@ -1,0 +1,62 @@
+//! Broker configuration: every port, timeout and limit has a name here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address the AMQP listener binds (RabbitMQ: all interfaces).
+    pub bind: IpAddr,
+    /// AMQP port; 0 picks a free one (tests).
+    pub amqp_port: u16,
+    /// Where durable state will live (unused until the durability issue).
+    pub data_dir: PathBuf,
+    /// frame_max offered in connection.tune (RabbitMQ: 131072).
+    pub frame_max_bytes: u32,
+    /// channel_max offered in connection.tune (RabbitMQ: 2047).
+    pub channel_max: u16,
+    /// Heartbeat offered in connection.tune, seconds (RabbitMQ: 60).
+    pub heartbeat_secs: u16,
+    /// Time from TCP accept to connection.open-ok before the socket is closed (RabbitMQ: 10 s).
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted before connection.tune-ok (RabbitMQ: 8 KiB until login).
+    pub pre_auth_frame_max_bytes: u32,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Largest message body accepted (RabbitMQ: 16 MiB by default); larger → 406.
+    pub max_message_size_bytes: u64,
+    /// Commands a queue actor's inbox holds before senders wait (publisher backpressure).
+    pub queue_inbox_capacity: usize,
+    /// Deliveries a no-ack consumer may have in flight to its connection's writer.
+    pub no_ack_credit: u32,
+    /// Consumers one channel may have.
+    pub max_consumers_per_channel: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            amqp_port: 5672,
+            data_dir: PathBuf::from("./tern-data"),
+            frame_max_bytes: 131_072,
+            channel_max: 2047,
+            heartbeat_secs: 60,
+            handshake_timeout: Duration::from_secs(10),
+            pre_auth_frame_max_bytes: 8192,
+            max_connections: 65_536,
+            max_message_size_bytes: 16 * 1024 * 1024,
+            queue_inbox_capacity: 1024,
+            no_ack_credit: 2000,
+            max_consumers_per_channel: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults on loopback with an ephemeral port: what tests want.
+    pub fn for_tests() -> Self {
+        Config { bind: IpAddr::from([127, 0, 0, 1]), amqp_port: 0, ..Config::default() }
+    }
+}
