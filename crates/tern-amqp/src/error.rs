@@ -36,6 +36,15 @@ pub enum DecodeError {
     /// Field tables nested deeper than the decoder allows.
     #[error("field table nesting deeper than {0}")]
     TooDeep(usize),
+    /// A heartbeat frame on a channel other than 0, or with a payload (spec 4.2.7).
+    #[error(
+        "heartbeat frame on channel {channel} with {size} payload bytes (must be channel 0, empty)"
+    )]
+    BadHeartbeat { channel: u16, size: usize },
+    /// Content property flags with the continuation bit set: no 0-9-1 class has more than 15
+    /// properties, so a second flags word is malformed.
+    #[error("property flags {0:#06x} set the continuation bit")]
+    PropertyFlagsContinuation(u16),
 }
 
 impl DecodeError {
@@ -46,7 +55,8 @@ impl DecodeError {
         match self {
             DecodeError::UnknownFrameType(_)
             | DecodeError::BadFrameEnd(_)
-            | DecodeError::FrameTooLarge { .. } => ReplyCode::FrameError,
+            | DecodeError::FrameTooLarge { .. }
+            | DecodeError::BadHeartbeat { .. } => ReplyCode::FrameError,
             DecodeError::UnknownMethod { .. } => ReplyCode::CommandInvalid,
             _ => ReplyCode::SyntaxError,
         }

@@ -86,7 +86,12 @@ pub struct AmqpError {
 
 impl AmqpError {
     pub fn new(code: ReplyCode, message: impl Into<String>) -> Self {
-        AmqpError { code, message: message.into(), class_id: 0, method_id: 0 }
+        AmqpError {
+            code,
+            message: message.into(),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     /// Attach the class/method that caused the error.

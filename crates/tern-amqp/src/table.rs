@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+pub use crate::table_codec::{decode_array, encode_array};
+
 /// An AMQP short string: at most 255 bytes, valid UTF-8 (checked when decoded and when built).
 /// Backed by `Bytes`, so decoding from a frame buffer does not copy.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,7 +172,10 @@ impl FieldTable {
 
     /// The value under `key`, if any (the first, should a peer send a key twice).
     pub fn get(&self, key: &str) -> Option<&FieldValue> {
-        self.0.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
     }
 
     /// Set `key`, replacing an existing entry in place.

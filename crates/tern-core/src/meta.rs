@@ -1,0 +1,319 @@
+//! The metadata state machine: vhosts, exchanges, queues and bindings.
+//!
+//! Every definition change is a [`MetaCommand`] applied with [`Metadata::apply`], which either
+//! refuses it with the error RabbitMQ would answer (and changes nothing) or applies it and says
+//! what happened in a [`MetaOutcome`]. `apply` is deterministic — ordered maps, no clock, no
+//! randomness — so that it can be the state machine of a Raft log: every node applying the same
+//! commands reaches the same state.
+//!
+//! Only definitions live here. Runtime facts (message counts, consumers) belong to the queue
+//! actors, so the server checks `queue.delete` if-unused / if-empty and exclusive access to a
+//! queue for consume, get, purge and bind itself.
+//!
+//! Each change also recompiles the routing structures of the exchanges it touched, so
+//! [`Metadata::snapshot`] only has to gather them.
+
+mod arguments;
+#[cfg(test)]
+mod binding_tests;
+#[cfg(test)]
+mod model_tests;
+mod ops;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod vhost;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tern_amqp::{AmqpError, FieldTable, ShortStr};
+
+use crate::names::{ConnectionId, ExchangeName, QueueName, VhostName};
+use crate::routing::{Destination, ExchangeKind, RoutingSnapshot};
+
+use vhost::{Effects, VhostState};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeDef {
+    pub name: ExchangeName,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDef {
+    pub name: QueueName,
+    /// Always false for an exclusive queue (RabbitMQ ignores `durable` on those).
+    pub durable: bool,
+    /// The connection an exclusive queue belongs to.
+    pub exclusive_owner: Option<ConnectionId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    pub source: ExchangeName,
+    pub destination: Destination,
+    pub routing_key: ShortStr,
+    /// Stored sorted by key, as RabbitMQ stores them: two bindings differing only in the order
+    /// of their arguments are the same binding.
+    pub arguments: FieldTable,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaCommand {
+    DeclareExchange {
+        vhost: VhostName,
+        def: ExchangeDef,
+        passive: bool,
+    },
+    DeleteExchange {
+        vhost: VhostName,
+        name: ExchangeName,
+        if_unused: bool,
+    },
+    /// `requester` is the declaring connection: a passive declare of another connection's
+    /// exclusive queue is refused with 405.
+    DeclareQueue {
+        vhost: VhostName,
+        def: QueueDef,
+        passive: bool,
+        requester: ConnectionId,
+    },
+    DeleteQueue {
+        vhost: VhostName,
+        name: QueueName,
+    },
+    Bind {
+        vhost: VhostName,
+        binding: Binding,
+    },
+    Unbind {
+        vhost: VhostName,
+        binding: Binding,
+    },
+    AddVhost {
+        name: VhostName,
+    },
+    DeleteVhost {
+        name: VhostName,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaOutcome {
+    ExchangeDeclared {
+        created: bool,
+    },
+    /// `auto_deleted`: auto-delete exchanges that lost their last binding as a result.
+    ExchangeDeleted {
+        existed: bool,
+        auto_deleted: Vec<ExchangeName>,
+    },
+    /// `def` is the queue as it now stands (the existing definition when not created).
+    QueueDeclared {
+        created: bool,
+        def: QueueDef,
+    },
+    QueueDeleted {
+        existed: bool,
+        auto_deleted: Vec<ExchangeName>,
+    },
+    Bound {
+        created: bool,
+    },
+    Unbound {
+        existed: bool,
+        auto_deleted: Vec<ExchangeName>,
+    },
+    VhostAdded {
+        created: bool,
+    },
+    /// `queues`: the queues that went with the vhost, for their actors to be stopped.
+    VhostDeleted {
+        existed: bool,
+        queues: Vec<QueueName>,
+    },
+}
+
+/// Every vhost's definitions, and the routing structures compiled from them.
+#[derive(Debug)]
+pub struct Metadata {
+    vhosts: BTreeMap<VhostName, VhostState>,
+    generation: u64,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metadata {
+    /// The vhost `/` with the default exchanges, as a fresh RabbitMQ node has.
+    pub fn new() -> Self {
+        let mut vhosts = BTreeMap::new();
+        vhosts.insert(VhostName::from("/"), VhostState::new());
+        Metadata {
+            vhosts,
+            generation: 1,
+        }
+    }
+
+    /// Bumped by every command that changed something.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+        match cmd {
+            MetaCommand::DeclareExchange {
+                vhost,
+                def,
+                passive,
+            } => self.in_vhost(&vhost, |vh, fx| {
+                ops::declare_exchange(vh, &vhost, def, passive, fx)
+            }),
+            MetaCommand::DeleteExchange {
+                vhost,
+                name,
+                if_unused,
+            } => self.in_vhost(&vhost, |vh, fx| {
+                ops::delete_exchange(vh, &vhost, &name, if_unused, fx)
+            }),
+            MetaCommand::DeclareQueue {
+                vhost,
+                def,
+                passive,
+                requester,
+            } => {
+                let declare = ops::QueueDeclare {
+                    def,
+                    passive,
+                    requester,
+                };
+                self.in_vhost(&vhost, |vh, fx| ops::declare_queue(vh, &vhost, declare, fx))
+            }
+            MetaCommand::DeleteQueue { vhost, name } => {
+                self.in_vhost(&vhost, |vh, fx| Ok(ops::delete_queue(vh, &name, fx)))
+            }
+            MetaCommand::Bind { vhost, binding } => {
+                self.in_vhost(&vhost, |vh, fx| ops::bind(vh, &vhost, binding, fx))
+            }
+            MetaCommand::Unbind { vhost, binding } => {
+                self.in_vhost(&vhost, |vh, fx| ops::unbind(vh, binding, fx))
+            }
+            MetaCommand::AddVhost { name } => Ok(self.add_vhost(name)),
+            MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
+        }
+    }
+
+    /// Run a command against one vhost; on success recompile what it touched.
+    fn in_vhost(
+        &mut self,
+        vhost: &VhostName,
+        command: impl FnOnce(&mut VhostState, &mut Effects) -> Result<MetaOutcome, AmqpError>,
+    ) -> Result<MetaOutcome, AmqpError> {
+        let vh = self
+            .vhosts
+            .get_mut(vhost)
+            .ok_or_else(|| validate::no_vhost(vhost))?;
+        let mut fx = Effects::default();
+        let outcome = command(vh, &mut fx)?;
+        if fx.changed {
+            vh.refresh(&fx.dirty);
+            self.generation += 1;
+        }
+        Ok(outcome)
+    }
+
+    fn add_vhost(&mut self, name: VhostName) -> MetaOutcome {
+        if self.vhosts.contains_key(&name) {
+            return MetaOutcome::VhostAdded { created: false };
+        }
+        self.vhosts.insert(name, VhostState::new());
+        self.generation += 1;
+        MetaOutcome::VhostAdded { created: true }
+    }
+
+    fn delete_vhost(&mut self, name: &VhostName) -> MetaOutcome {
+        let Some(vh) = self.vhosts.remove(name) else {
+            return MetaOutcome::VhostDeleted {
+                existed: false,
+                queues: Vec::new(),
+            };
+        };
+        self.generation += 1;
+        let queues = vh.queues().map(|q| q.name.clone()).collect();
+        MetaOutcome::VhostDeleted {
+            existed: true,
+            queues,
+        }
+    }
+
+    /// The routing table as of now, for publishers to route through without locking.
+    pub fn snapshot(&self) -> Arc<RoutingSnapshot> {
+        let vhosts = self
+            .vhosts
+            .iter()
+            .map(|(name, vh)| (name.clone(), vh.routes()))
+            .collect();
+        Arc::new(RoutingSnapshot::new(self.generation, vhosts))
+    }
+
+    pub fn vhost_exists(&self, vhost: &VhostName) -> bool {
+        self.vhosts.contains_key(vhost)
+    }
+
+    pub fn vhosts(&self) -> impl Iterator<Item = &VhostName> + '_ {
+        self.vhosts.keys()
+    }
+
+    pub fn queue(&self, vhost: &VhostName, name: &QueueName) -> Option<&QueueDef> {
+        self.vhosts.get(vhost)?.queue(name)
+    }
+
+    pub fn exchange(&self, vhost: &VhostName, name: &ExchangeName) -> Option<&ExchangeDef> {
+        self.vhosts.get(vhost)?.exchange(name)
+    }
+
+    /// The vhost's queues, by name.
+    pub fn queues(&self, vhost: &VhostName) -> impl Iterator<Item = &QueueDef> + '_ {
+        self.vhosts
+            .get(vhost)
+            .into_iter()
+            .flat_map(VhostState::queues)
+    }
+
+    /// The vhost's exchanges (the default exchange included), by name.
+    pub fn exchanges(&self, vhost: &VhostName) -> impl Iterator<Item = &ExchangeDef> + '_ {
+        self.vhosts
+            .get(vhost)
+            .into_iter()
+            .flat_map(VhostState::exchanges)
+    }
+
+    /// The vhost's explicit bindings, by source and then in the order they were made (the
+    /// default exchange's implicit bindings are not listed).
+    pub fn bindings(&self, vhost: &VhostName) -> impl Iterator<Item = &Binding> + '_ {
+        self.vhosts
+            .get(vhost)
+            .into_iter()
+            .flat_map(VhostState::bindings)
+    }
+
+    /// The exclusive queues a connection owns, to delete when it closes.
+    pub fn queues_owned_by(&self, owner: ConnectionId) -> Vec<(VhostName, QueueName)> {
+        let mut owned = Vec::new();
+        for (vhost, vh) in &self.vhosts {
+            let mine = vh.queues().filter(|q| q.exclusive_owner == Some(owner));
+            owned.extend(mine.map(|q| (vhost.clone(), q.name.clone())));
+        }
+        owned
+    }
+}

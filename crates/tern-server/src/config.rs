@@ -57,6 +57,10 @@ impl Default for Config {
 impl Config {
     /// Defaults on loopback with an ephemeral port: what tests want.
     pub fn for_tests() -> Self {
-        Config { bind: IpAddr::from([127, 0, 0, 1]), amqp_port: 0, ..Config::default() }
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            amqp_port: 0,
+            ..Config::default()
+        }
     }
 }

@@ -1,23 +1,39 @@
 //! The running Tern broker.
 //!
 //! - [`config`]: every port, timeout and limit, with RabbitMQ-like defaults.
-//! - `listener`: accepts TCP connections and spawns a connection task for each.
-//! - `connection`: one client connection: handshake, frame reading, the channel state machines,
-//!   heartbeats, and the writer that coalesces outgoing frames.
 //! - `broker`: node-wide shared state: the metadata state machine, the routing snapshot, the
 //!   queue registry.
 //! - `queue_actor`: a queue as a task owning a `tern_core::queue::QueueState`, fed by a bounded
 //!   channel.
+//! - `connection`: one client connection: handshake, frame reading, the channel state
+//!   machines, heartbeats, and the single buffered writer.
+//! - `sink`: the events queue actors send to connections.
+//!
+//! [`start`] binds the listener and returns a [`ServerHandle`].
 
+mod broker;
 pub mod config;
+mod connection;
+mod queue_actor;
+mod sink;
 
 pub use config::Config;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-/// A running broker. Dropping the handle does not stop it; call [`ServerHandle::shutdown`].
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+
+/// A running broker.
 pub struct ServerHandle {
     amqp_addr: SocketAddr,
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -26,12 +42,72 @@ impl ServerHandle {
         self.amqp_addr
     }
 
-    /// Stop accepting, close every connection, and wait until they are gone.
-    pub async fn shutdown(self) {}
+    /// Stop accepting, close every connection with 320 CONNECTION_FORCED (as RabbitMQ does on
+    /// shutdown), and wait up to `SHUTDOWN_WAIT` for them to go.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accept_task.await;
+        self.broker
+            .close_all_connections(tern_amqp::ReplyCode::ConnectionForced, "broker shutdown");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while self.broker.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Connections that finished the handshake and are still open.
+    pub fn open_connections(&self) -> usize {
+        self.broker.open_connections()
+    }
 }
+
+/// How long shutdown waits for connections to acknowledge their close.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Start a broker with `config` on the current tokio runtime. Returns once the listener is bound.
 pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
-    let _ = config;
-    todo!("server")
+    let listener = TcpListener::bind((config.bind, config.amqp_port)).await?;
+    let amqp_addr = listener.local_addr()?;
+    tracing::info!(%amqp_addr, "AMQP listener started");
+    let broker = Broker::new(config);
+    let (stop, stopped) = watch::channel(false);
+    let accept_task = tokio::spawn(accept_loop(listener, broker.clone(), stopped));
+    Ok(ServerHandle {
+        amqp_addr,
+        broker,
+        stop,
+        accept_task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: log, breathe, go on.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !broker.try_admit_connection() {
+            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        }
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            connection::serve(broker.clone(), stream, peer).await;
+            broker.release_connection();
+        });
+    }
 }

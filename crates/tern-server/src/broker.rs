@@ -1,0 +1,232 @@
+//! Node-wide shared state: the metadata state machine, the routing snapshot readers cache, the
+//! registry of running queue actors, and id allocation.
+//!
+//! Every definition change goes through [`Broker::apply`], which applies the command to the
+//! metadata state machine and, under the same lock, starts or stops queue actors and publishes
+//! the new routing snapshot. Readers (connections publishing) never take that lock on the hot
+//! path: they cache the snapshot and compare [`Broker::generation`] before each routing batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tern_amqp::{AmqpError, ReplyCode};
+use tern_core::meta::{MetaCommand, MetaOutcome, Metadata, QueueDef};
+use tern_core::names::{ConnectionId, QueueName, VhostName};
+use tern_core::queue::QueueOptions;
+use tern_core::routing::RoutingSnapshot;
+
+use crate::config::Config;
+use crate::queue_actor::{self, QueueHandle};
+use crate::sink::{ConnEvent, ConnSink};
+
+pub type QueueKey = (VhostName, QueueName);
+
+pub struct Broker {
+    pub config: Config,
+    meta: Mutex<Metadata>,
+    snapshot: RwLock<Arc<RoutingSnapshot>>,
+    queues: RwLock<HashMap<QueueKey, QueueHandle>>,
+    generation: AtomicU64,
+    next_id: AtomicU64,
+    pub connection_count: AtomicUsize,
+    /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
+    connections: Mutex<HashMap<ConnectionId, ConnSink>>,
+}
+
+/// A read-only view a connection caches: the routing snapshot plus the generation it belongs to.
+pub struct RoutingView {
+    pub generation: u64,
+    pub snapshot: Arc<RoutingSnapshot>,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Self> {
+        let meta = Metadata::new();
+        let snapshot = meta.snapshot();
+        Arc::new(Broker {
+            config,
+            meta: Mutex::new(meta),
+            snapshot: RwLock::new(snapshot),
+            queues: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+            connection_count: AtomicUsize::new(0),
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A fresh node-unique id (connections, channels, consumers share one counter).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Bumped after every definition change, once the snapshot and queue registry are updated.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current routing view. Read the generation first so a concurrent change is noticed.
+    pub fn routing_view(&self) -> RoutingView {
+        let generation = self.generation();
+        let snapshot = match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        RoutingView {
+            generation,
+            snapshot,
+        }
+    }
+
+    pub fn queue(&self, vhost: &VhostName, name: &QueueName) -> Option<QueueHandle> {
+        let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+        queues.get(&(vhost.clone(), name.clone())).cloned()
+    }
+
+    /// Look up several queues under one read lock (the routing hot path).
+    pub fn queues_for(&self, vhost: &VhostName, names: &[QueueName], out: &mut Vec<QueueHandle>) {
+        let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+        let mut key = (vhost.clone(), QueueName::default());
+        for name in names {
+            key.1 = name.clone();
+            if let Some(q) = queues.get(&key) {
+                out.push(q.clone());
+            }
+        }
+    }
+
+    pub fn vhost_exists(&self, vhost: &VhostName) -> bool {
+        self.lock_meta().vhost_exists(vhost)
+    }
+
+    pub fn queues_owned_by(&self, conn: ConnectionId) -> Vec<QueueKey> {
+        self.lock_meta().queues_owned_by(conn)
+    }
+
+    fn lock_meta(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply a definition change. Under the metadata lock, starts an actor for a created queue
+    /// and drops a deleted queue from the registry, then publishes the new snapshot and bumps
+    /// the generation, so readers never see a queue in one and not the other for long.
+    pub fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+        let mut meta = self.lock_meta();
+        let vhost = command_vhost(&cmd).clone();
+        let deleted_queue = match &cmd {
+            MetaCommand::DeleteQueue { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        let outcome = meta.apply(cmd)?;
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        match &outcome {
+            MetaOutcome::QueueDeclared { created: true, def } => {
+                let handle =
+                    queue_actor::spawn(self, vhost.clone(), def.clone(), queue_options(def));
+                queues.insert((vhost, def.name.clone()), handle);
+            }
+            MetaOutcome::QueueDeleted { .. } => {
+                if let Some(name) = deleted_queue {
+                    queues.remove(&(vhost, name));
+                }
+            }
+            MetaOutcome::VhostDeleted { queues: gone, .. } => {
+                for name in gone {
+                    if let Some(q) = queues.remove(&(vhost.clone(), name.clone())) {
+                        q.stop();
+                    }
+                }
+            }
+            _ => {}
+        }
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(outcome)
+    }
+
+    /// Delete a queue's definition and bindings (its actor has checked if-unused / if-empty,
+    /// cancelled its consumers, and is stopping).
+    pub fn remove_queue(self: &Arc<Self>, vhost: &VhostName, name: &QueueName) {
+        let cmd = MetaCommand::DeleteQueue {
+            vhost: vhost.clone(),
+            name: name.clone(),
+        };
+        if let Err(e) = self.apply(cmd) {
+            tracing::warn!(queue = %name, %vhost, error = %e, "deleting queue definition failed");
+        }
+    }
+
+    /// Whether a new client connection may be accepted (max_connections).
+    pub fn try_admit_connection(&self) -> bool {
+        let limit = self.config.max_connections;
+        self.connection_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_connection(&self) {
+        self.connection_count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn register_connection(&self, id: ConnectionId, sink: ConnSink) {
+        let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns.insert(id, sink);
+    }
+
+    pub fn unregister_connection(&self, id: ConnectionId) {
+        let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns.remove(&id);
+    }
+
+    /// Ask every open connection to close with `code` (e.g. 320 CONNECTION_FORCED at shutdown).
+    pub fn close_all_connections(&self, code: ReplyCode, text: &str) -> usize {
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        for sink in conns.values() {
+            let _ = sink.send(ConnEvent::Close {
+                code,
+                text: text.to_owned(),
+            });
+        }
+        conns.len()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+fn queue_options(def: &QueueDef) -> QueueOptions {
+    let sac = def
+        .arguments
+        .get("x-single-active-consumer")
+        .and_then(|v| v.as_bool());
+    QueueOptions {
+        single_active_consumer: sac.unwrap_or(false),
+    }
+}
+
+fn command_vhost(cmd: &MetaCommand) -> &VhostName {
+    match cmd {
+        MetaCommand::DeclareExchange { vhost, .. }
+        | MetaCommand::DeleteExchange { vhost, .. }
+        | MetaCommand::DeclareQueue { vhost, .. }
+        | MetaCommand::DeleteQueue { vhost, .. }
+        | MetaCommand::Bind { vhost, .. }
+        | MetaCommand::Unbind { vhost, .. } => vhost,
+        MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
+    }
+}
+
+/// 404 for a queue that does not exist, worded as RabbitMQ does.
+pub fn no_queue(vhost: &VhostName, name: &QueueName) -> AmqpError {
+    AmqpError::new(
+        ReplyCode::NotFound,
+        format!("no queue '{name}' in vhost '{vhost}'"),
+    )
+}

@@ -1,0 +1,382 @@
+//! One client connection: a single task that owns the socket and every channel's state.
+//!
+//! The task waits on three things: bytes from the client, events from queue actors
+//! (deliveries, consumer cancellations), and the heartbeat timer. Each wake-up decodes every
+//! whole frame in the read buffer, sends the publishes it produced to their queues as one batch
+//! per queue (waiting while a queue's inbox is full: that is how a fast publisher is slowed),
+//! then writes everything it has to say in one write.
+//!
+//! - `handshake`: protocol header, SASL, tune, open.
+//! - `channel`: per-channel state and the channel/exchange/queue class methods.
+//! - `basic`: publish (with confirms and tx), consume, cancel, get, ack/nack/reject, qos.
+//! - `deliver`: turning queue deliveries into basic.deliver frames and tracking delivery tags.
+
+mod basic;
+mod channel;
+mod deliver;
+mod handshake;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tern_amqp::frame::{decode_frame, encode_heartbeat, encode_method};
+use tern_amqp::{
+    AmqpError, ChannelClose, ConnectionClose, DecodeError, FieldTable, FieldValue, Frame,
+    FramePayload, Method, ReplyCode,
+};
+use tern_core::names::{ConnectionId, ConsumerId, VhostName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::broker::{Broker, RoutingView};
+use crate::sink::{ConnEvent, ConnSink};
+use basic::PendingBatches;
+use channel::Channel;
+use deliver::ConsumerInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer closed the socket")]
+    Eof,
+    #[error("wrong protocol header")]
+    BadProtocolHeader,
+    #[error("authentication failed (client cannot take connection.close)")]
+    AuthFailedSilently,
+    #[error("{0}")]
+    Amqp(AmqpError),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("missed heartbeats from client")]
+    HeartbeatTimeout,
+    #[error("connection closed")]
+    Closed,
+}
+
+impl From<DecodeError> for ConnError {
+    fn from(e: DecodeError) -> Self {
+        ConnError::Amqp(decode_error(&e))
+    }
+}
+
+fn decode_error(e: &DecodeError) -> AmqpError {
+    AmqpError::new(e.reply_code(), e.to_string())
+}
+
+impl From<AmqpError> for ConnError {
+    fn from(e: AmqpError) -> Self {
+        ConnError::Amqp(e)
+    }
+}
+
+/// What the client said it understands (client-properties.capabilities).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientCaps {
+    pub consumer_cancel_notify: bool,
+    pub authentication_failure_close: bool,
+}
+
+impl ClientCaps {
+    fn from_properties(props: &FieldTable) -> Self {
+        let Some(FieldValue::Table(caps)) = props.get("capabilities") else {
+            return ClientCaps::default();
+        };
+        let flag = |k: &str| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
+        ClientCaps {
+            consumer_cancel_notify: flag("consumer_cancel_notify"),
+            authentication_failure_close: flag("authentication_failure_close"),
+        }
+    }
+}
+
+pub struct Connection {
+    broker: Arc<Broker>,
+    id: ConnectionId,
+    peer: SocketAddr,
+    vhost: VhostName,
+    frame_max: u32,
+    channel_max: u16,
+    caps: ClientCaps,
+    channels: HashMap<u16, Channel>,
+    consumers: HashMap<ConsumerId, ConsumerInfo>,
+    sink: ConnSink,
+    routing: RoutingView,
+    route_cache: basic::RouteCache,
+    pending: PendingBatches,
+    /// No-ack deliveries written since the last flush, per (queue, consumer).
+    noack_credit: Vec<(crate::queue_actor::QueueHandle, ConsumerId, u32)>,
+    out: BytesMut,
+    /// Set once connection.close was sent or received: only close / close-ok matter now.
+    closing: bool,
+    /// The client answered our close, or sent its own: stop after the next write.
+    done: bool,
+}
+
+/// Serve one accepted socket until it closes. Never panics on client input.
+pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(1024);
+    let timeout = broker.config.handshake_timeout;
+    let handshake = handshake::Handshake {
+        stream: &mut stream,
+        buf: &mut buf,
+        config: &broker.config,
+        peer,
+    };
+    let vhost_exists = |v: &str| broker.vhost_exists(&VhostName::from(v));
+    let negotiated = match tokio::time::timeout(timeout, handshake.run(vhost_exists)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return handshake_failed(&mut stream, peer, e).await,
+        Err(_) => return handshake_failed(&mut stream, peer, ConnError::HandshakeTimeout).await,
+    };
+    let (sink, events) = mpsc::unbounded_channel();
+    let id = ConnectionId(broker.next_id());
+    tracing::info!(conn = id.0, %peer, user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
+    let mut conn = Connection {
+        routing: broker.routing_view(),
+        broker: broker.clone(),
+        id,
+        peer,
+        vhost: VhostName::from(negotiated.vhost),
+        frame_max: negotiated.frame_max,
+        channel_max: negotiated.channel_max,
+        caps: negotiated.caps,
+        channels: HashMap::new(),
+        consumers: HashMap::new(),
+        sink,
+        route_cache: basic::RouteCache::default(),
+        pending: PendingBatches::default(),
+        noack_credit: Vec::new(),
+        out: BytesMut::new(),
+        closing: false,
+        done: false,
+    };
+    broker.register_connection(id, conn.sink.clone());
+    let result = conn.run(stream, buf, events, negotiated.heartbeat).await;
+    match &result {
+        Ok(()) | Err(ConnError::Eof) => tracing::info!(conn = id.0, %peer, "connection closed"),
+        Err(e) => tracing::warn!(conn = id.0, %peer, error = %e, "connection closed with error"),
+    }
+    conn.cleanup().await;
+    broker.unregister_connection(id);
+}
+
+async fn handshake_failed(stream: &mut TcpStream, peer: SocketAddr, error: ConnError) {
+    tracing::warn!(%peer, %error, "connection handshake failed");
+    if let ConnError::Amqp(e) = &error {
+        let mut out = BytesMut::new();
+        encode_method(0, &close_method(e), &mut out);
+        let _ = stream.write_all(&out).await;
+        // Give the client a moment to read the close before the socket goes.
+        let mut scratch = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut scratch)).await;
+    }
+}
+
+fn close_method(e: &AmqpError) -> Method {
+    Method::ConnectionClose(ConnectionClose {
+        reply_code: e.code.code(),
+        reply_text: e.reply_text(),
+        class_id: e.class_id,
+        method_id: e.method_id,
+    })
+}
+
+/// Read buffer sizes: small while idle (an idle connection must stay cheap), larger when busy.
+const READ_IDLE_BYTES: usize = 4 * 1024;
+const READ_BUSY_BYTES: usize = 128 * 1024;
+/// Events taken per wake-up.
+const EVENT_BATCH: usize = 64;
+/// How long we wait for connection.close-ok after sending connection.close.
+const CLOSE_OK_WAIT: Duration = Duration::from_secs(2);
+
+impl Connection {
+    async fn run(
+        &mut self,
+        stream: TcpStream,
+        mut rbuf: BytesMut,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        heartbeat_secs: u16,
+    ) -> Result<(), ConnError> {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut evbuf = Vec::with_capacity(EVENT_BATCH);
+        let beat = Duration::from_secs(u64::from(heartbeat_secs.max(1))) / 2;
+        let mut ticker = tokio::time::interval(beat);
+        let mut last_read = Instant::now();
+        let mut wrote = false;
+        let mut last_read_len = 0;
+        let mut closing_since: Option<Instant> = None;
+        // Any bytes that arrived with the handshake's last read.
+        self.process_frames(&mut rbuf).await?;
+        loop {
+            let want = if last_read_len > READ_IDLE_BYTES / 2 {
+                READ_BUSY_BYTES
+            } else {
+                READ_IDLE_BYTES
+            };
+            if rbuf.capacity() - rbuf.len() < want / 2 {
+                rbuf.reserve(want);
+            }
+            tokio::select! {
+                biased;
+                n = events.recv_many(&mut evbuf, EVENT_BATCH) => {
+                    for ev in evbuf.drain(..) {
+                        self.on_event(ev).await;
+                    }
+                    let _ = n;
+                }
+                r = reader.read_buf(&mut rbuf) => {
+                    last_read_len = r?;
+                    if last_read_len == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                    last_read = Instant::now();
+                    self.process_frames(&mut rbuf).await?;
+                }
+                _ = ticker.tick(), if heartbeat_secs > 0 => {
+                    if last_read.elapsed() > beat * 4 {
+                        return Err(ConnError::HeartbeatTimeout);
+                    }
+                    if !wrote {
+                        encode_heartbeat(&mut self.out);
+                    }
+                    wrote = false;
+                }
+            }
+            if !self.out.is_empty() {
+                writer.write_all(&self.out).await?;
+                self.out.clear();
+                wrote = true;
+                self.after_flush().await;
+            }
+            if self.done {
+                return Ok(());
+            }
+            if self.closing
+                && closing_since.get_or_insert_with(Instant::now).elapsed() > CLOSE_OK_WAIT
+            {
+                return Err(ConnError::Closed);
+            }
+        }
+    }
+
+    /// Decode and handle every whole frame in the buffer, then send the batched publishes.
+    async fn process_frames(&mut self, rbuf: &mut BytesMut) -> Result<(), ConnError> {
+        loop {
+            let frame = match decode_frame(rbuf, self.frame_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.close_connection(decode_error(&e));
+                    break;
+                }
+            };
+            let channel = frame.channel;
+            if let Err(e) = self.handle_frame(frame).await {
+                self.fail(channel, e);
+            }
+            if self.done {
+                break;
+            }
+        }
+        self.flush_pending().await;
+        Ok(())
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        if self.closing {
+            return self.handle_while_closing(frame);
+        }
+        match frame.payload {
+            FramePayload::Heartbeat => Ok(()),
+            FramePayload::Method(m) if frame.channel == 0 => self.handle_connection_method(m),
+            FramePayload::Method(m) => self.handle_channel_method(frame.channel, m).await,
+            FramePayload::Header(h) => self.handle_content_header(frame.channel, h).await,
+            FramePayload::Body(b) => self.handle_content_body(frame.channel, b).await,
+        }
+    }
+
+    /// After we sent connection.close, only close-ok (or the client's own close) matters.
+    fn handle_while_closing(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        match frame.payload {
+            FramePayload::Method(Method::ConnectionCloseOk(_)) => self.done = true,
+            FramePayload::Method(Method::ConnectionClose(_)) => {
+                self.send_method(0, &Method::ConnectionCloseOk(Default::default()));
+                self.done = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
+        match method {
+            Method::ConnectionClose(_) => {
+                self.send_method(0, &Method::ConnectionCloseOk(Default::default()));
+                self.done = true;
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                self.done = true;
+                Ok(())
+            }
+            Method::ConnectionUpdateSecret(_) => {
+                self.send_method(0, &Method::ConnectionUpdateSecretOk(Default::default()));
+                Ok(())
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            other => {
+                let text = format!("unexpected method {} on channel 0", other.name());
+                Err(AmqpError::new(ReplyCode::CommandInvalid, text)
+                    .on(other.class_id(), other.method_id()))
+            }
+        }
+    }
+
+    /// A channel error closes the channel; anything else closes the connection.
+    fn fail(&mut self, channel: u16, error: AmqpError) {
+        if error.code.is_channel_error() && channel != 0 && self.channels.contains_key(&channel) {
+            self.close_channel(channel, error);
+        } else {
+            self.close_connection(error);
+        }
+    }
+
+    fn close_channel(&mut self, ch: u16, error: AmqpError) {
+        tracing::info!(conn = self.id.0, channel = ch, error = %error, "channel error");
+        let close = Method::ChannelClose(ChannelClose {
+            reply_code: error.code.code(),
+            reply_text: error.reply_text(),
+            class_id: error.class_id,
+            method_id: error.method_id,
+        });
+        self.send_method(ch, &close);
+        self.channel_closing(ch);
+    }
+
+    fn close_connection(&mut self, error: AmqpError) {
+        if self.closing {
+            return;
+        }
+        tracing::warn!(conn = self.id.0, peer = %self.peer, error = %error, "closing connection");
+        self.send_method(0, &close_method(&error));
+        self.closing = true;
+    }
+
+    pub(crate) fn send_method(&mut self, channel: u16, method: &Method) {
+        encode_method(channel, method, &mut self.out);
+    }
+
+    async fn on_event(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Deliver { queue, deliveries } => self.deliver(queue, deliveries).await,
+            ConnEvent::ConsumerCancelled { consumer } => self.consumer_cancelled(consumer),
+            ConnEvent::Close { code, text } => self.close_connection(AmqpError::new(code, text)),
+        }
+    }
+}
