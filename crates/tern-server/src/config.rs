@@ -26,8 +26,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest message body accepted (RabbitMQ: 16 MiB by default); larger → 406.
     pub max_message_size_bytes: u64,
-    /// Commands a queue actor's inbox holds before senders wait (publisher backpressure).
-    pub queue_inbox_capacity: usize,
+    /// Messages a queue actor's inbox holds before publishers wait (publisher backpressure).
+    pub queue_inbox_messages: usize,
+    /// Ready messages above which a queue whose consumers are busy draining holds publishers
+    /// back until they catch up (flow control; see `queue_actor::flow`).
+    pub queue_flow_backlog_messages: usize,
     /// Deliveries a no-ack consumer may have in flight to its connection's writer.
     pub no_ack_credit: u32,
     /// Consumers one channel may have.
@@ -47,7 +50,8 @@ impl Default for Config {
             pre_auth_frame_max_bytes: 8192,
             max_connections: 65_536,
             max_message_size_bytes: 16 * 1024 * 1024,
-            queue_inbox_capacity: 1024,
+            queue_inbox_messages: 4096,
+            queue_flow_backlog_messages: 8192,
             no_ack_credit: 2000,
             max_consumers_per_channel: 65_536,
         }

@@ -1,21 +1,30 @@
 //! A queue as an actor: a task that owns a [`QueueState`] and is fed by a bounded channel.
 //!
 //! Each wake-up takes every waiting command (publishes arrive in batches from each connection),
-//! applies them, dispatches once, and sends each connection its deliveries as one event. The
-//! inbox is bounded (`queue_inbox_capacity`): a publisher faster than the queue waits on `send`,
-//! and so stops reading its socket — that is the backpressure. The actor itself never waits on a
-//! connection, so a slow consumer cannot stall the queue or its other consumers.
+//! applies them, dispatches once, and sends each connection its deliveries as one event.
+//!
+//! The inbox is bounded in *messages*, not commands (`queue_inbox_messages`): a publish batch
+//! first takes that many permits from the queue's publish credit, which the actor gives back
+//! once it has taken the messages in. A publisher faster than the queue waits for credit and so
+//! stops reading its socket — that is the backpressure. Other commands (acks, consumes, gets)
+//! take no credit: they are bounded by prefetch and by the client's own request/reply pacing,
+//! and they never wait behind more than one credit's worth of publishes. The actor itself never
+//! waits on a connection, so a slow consumer cannot stall the queue or its other consumers.
+
+mod flow;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use tern_amqp::{AmqpError, ReplyCode};
 use tern_core::message::Message;
 use tern_core::meta::QueueDef;
 use tern_core::names::{ChannelKey, ConsumerId, QueueName, VhostName};
 use tern_core::queue::{ConsumerSpec, Delivery, GetResult, MsgId, QueueOptions, QueueState};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
+use self::flow::PublishFlow;
 use crate::broker::Broker;
 use crate::sink::{ConnEvent, ConnSink};
 
@@ -71,11 +80,21 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
+impl QueueShared {
+    /// Permits a publish of `n` messages takes (a batch larger than the whole inbox takes all).
+    fn credit_for(&self, n: usize) -> u32 {
+        n.min(self.inbox_messages) as u32
+    }
+}
+
 pub struct QueueShared {
     pub name: QueueName,
     pub vhost: VhostName,
     pub def: QueueDef,
-    tx: mpsc::Sender<QueueCmd>,
+    tx: mpsc::UnboundedSender<QueueCmd>,
+    /// Messages that may sit in the inbox; publishers take permits, the actor returns them.
+    publish_credit: Semaphore,
+    inbox_messages: usize,
     stop: Notify,
 }
 
@@ -96,9 +115,14 @@ impl QueueHandle {
         &self.0.def
     }
 
-    /// Send a command, waiting while the inbox is full (publisher backpressure).
+    /// Send a command. A publish first waits for inbox credit (publisher backpressure).
     pub async fn send(&self, cmd: QueueCmd) -> Result<(), QueueGone> {
-        self.0.tx.send(cmd).await.map_err(|_| QueueGone)
+        if let QueueCmd::Publish(messages) = &cmd {
+            let permits = self.0.credit_for(messages.len());
+            let credit = self.0.publish_credit.acquire_many(permits).await;
+            credit.map_err(|_| QueueGone)?.forget();
+        }
+        self.0.tx.send(cmd).map_err(|_| QueueGone)
     }
 
     /// Ask the queue something and wait for the answer.
@@ -131,6 +155,7 @@ struct QueueActor {
     consumers: HashMap<ConsumerId, Consumer>,
     broker: Weak<Broker>,
     deliveries: Vec<Delivery>,
+    flow: PublishFlow,
     deleted: bool,
 }
 
@@ -140,12 +165,18 @@ pub fn spawn(
     def: QueueDef,
     options: QueueOptions,
 ) -> QueueHandle {
-    let (tx, rx) = mpsc::channel(broker.config.queue_inbox_capacity.max(1));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let inbox_messages = broker
+        .config
+        .queue_inbox_messages
+        .clamp(1, Semaphore::MAX_PERMITS);
     let shared = Arc::new(QueueShared {
         name: def.name.clone(),
         vhost: vhost.clone(),
         def: def.clone(),
         tx,
+        publish_credit: Semaphore::new(inbox_messages),
+        inbox_messages,
         stop: Notify::new(),
     });
     let actor = QueueActor {
@@ -154,6 +185,7 @@ pub fn spawn(
         consumers: HashMap::new(),
         broker: Arc::downgrade(broker),
         deliveries: Vec::new(),
+        flow: PublishFlow::new(broker.config.queue_flow_backlog_messages),
         deleted: false,
     };
     tokio::spawn(actor.run(rx));
@@ -164,12 +196,22 @@ pub fn spawn(
 const BATCH: usize = 512;
 
 impl QueueActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>) {
+    async fn run(mut self, rx: mpsc::UnboundedReceiver<QueueCmd>) {
+        let shared = self.shared.clone();
+        self.serve(rx).await;
+        // Publishers waiting for credit learn that the queue is gone.
+        shared.publish_credit.close();
+    }
+
+    async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<QueueCmd>) {
         let mut cmds = Vec::with_capacity(BATCH);
+        let mut recheck: Option<Instant> = None;
         loop {
+            let flow_timer = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 n = rx.recv_many(&mut cmds, BATCH) => if n == 0 { break },
                 _ = self.shared.stop.notified() => break,
+                _ = flow_timer, if recheck.is_some() => {}
             }
             for cmd in cmds.drain(..) {
                 self.handle(cmd);
@@ -182,6 +224,7 @@ impl QueueActor {
                 self.delete_self();
                 return;
             }
+            recheck = self.settle_publish_credit();
         }
         self.cancel_consumers();
     }
@@ -189,9 +232,11 @@ impl QueueActor {
     fn handle(&mut self, cmd: QueueCmd) {
         match cmd {
             QueueCmd::Publish(messages) => {
+                let permits = self.shared.credit_for(messages.len());
                 for m in messages {
                     self.state.push(m);
                 }
+                self.flow.hold(permits as usize);
             }
             QueueCmd::Consume { spec, sink, reply } => {
                 let id = spec.id;
@@ -239,6 +284,16 @@ impl QueueActor {
                 let _ = reply.send(self.try_delete(if_unused, if_empty));
             }
         }
+    }
+
+    /// Give publishers back the credit flow control allows; when to look again if any is held.
+    fn settle_publish_credit(&mut self) -> Option<Instant> {
+        let backlog = self.state.message_count() as usize;
+        let (permits, recheck) = self.flow.settle(backlog, Instant::now());
+        if permits > 0 {
+            self.shared.publish_credit.add_permits(permits);
+        }
+        recheck
     }
 
     fn stats(&self) -> QueueStats {
@@ -290,6 +345,7 @@ impl QueueActor {
         if self.deliveries.is_empty() {
             return;
         }
+        self.flow.delivered(Instant::now());
         let handle = QueueHandle(self.shared.clone());
         let first = self.deliveries[0].consumer;
         if self.deliveries.iter().all(|d| d.consumer == first) {
