@@ -448,7 +448,11 @@ impl Connection {
         );
         let sink = self.sink.clone();
         let result = queue
-            .ask(|reply| QueueCmd::Consume { spec, sink, reply })
+            .ask(|reply| QueueCmd::Consume {
+                spec: Box::new(spec),
+                sink,
+                reply,
+            })
             .await;
         let result =
             result.unwrap_or_else(|_| Err(crate::broker::no_queue(&self.vhost, queue.name())));

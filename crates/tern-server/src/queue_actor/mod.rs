@@ -30,8 +30,9 @@ use crate::sink::{ConnEvent, ConnSink};
 
 pub enum QueueCmd {
     Publish(Vec<Arc<Message>>),
+    /// Boxed: rare, and the largest variant; every inbox slot is sized by the largest.
     Consume {
-        spec: ConsumerSpec,
+        spec: Box<ConsumerSpec>,
         sink: ConnSink,
         reply: oneshot::Sender<Result<(), AmqpError>>,
     },
@@ -194,6 +195,8 @@ pub fn spawn(
 
 /// Commands taken per wake-up at most, so one busy queue yields to others.
 const BATCH: usize = 512;
+/// A wake-up with at most this many commands counts as quiet.
+const IDLE_BATCH: usize = 4;
 
 impl QueueActor {
     async fn run(mut self, rx: mpsc::UnboundedReceiver<QueueCmd>) {
@@ -204,7 +207,7 @@ impl QueueActor {
     }
 
     async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<QueueCmd>) {
-        let mut cmds = Vec::with_capacity(BATCH);
+        let mut cmds = Vec::new();
         let mut recheck: Option<Instant> = None;
         loop {
             let flow_timer = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now).into());
@@ -213,8 +216,13 @@ impl QueueActor {
                 _ = self.shared.stop.notified() => break,
                 _ = flow_timer, if recheck.is_some() => {}
             }
+            let taken = cmds.len();
             for cmd in cmds.drain(..) {
                 self.handle(cmd);
+            }
+            if taken <= IDLE_BATCH {
+                // A quiet queue keeps no command buffer: thousands of idle queues stay cheap.
+                cmds = Vec::new();
             }
             if self.deleted {
                 return;
@@ -240,7 +248,7 @@ impl QueueActor {
             }
             QueueCmd::Consume { spec, sink, reply } => {
                 let id = spec.id;
-                let result = self.state.add_consumer(spec);
+                let result = self.state.add_consumer(*spec);
                 if result.is_ok() {
                     self.consumers.insert(id, Consumer { sink });
                 }
