@@ -1,1 +1,117 @@
-fn main() {}
+//! `tern`: the broker and its tools in one binary.
+//!
+//! - `server`: run a broker (`tern_server::start`) until SIGINT/SIGTERM.
+//! - `publish` / `consume`: quick manual use (`tools`).
+//! - `bench`: a PerfTest-style load generator (`bench`).
+//!
+//! `client` is the small AMQP client `publish`, `consume` and `bench` share.
+
+mod bench;
+mod client;
+mod tools;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "Tern: an AMQP 0-9-1 message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (single node; messages in memory).
+    Server(ServerArgs),
+    /// Publish messages.
+    Publish(tools::PublishArgs),
+    /// Consume messages and print their bodies, one per line.
+    Consume(tools::ConsumeArgs),
+    /// Load-test a broker: rates and latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// AMQP port.
+    #[arg(long, default_value_t = 5672)]
+    amqp_port: u16,
+    /// Address to listen on (RabbitMQ's default: all interfaces).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Where durable state will live.
+    #[arg(long, default_value = "./tern-data")]
+    data_dir: PathBuf,
+    /// frame_max offered to clients.
+    #[arg(long)]
+    frame_max: Option<u32>,
+    /// Heartbeat offered to clients, seconds (0: off).
+    #[arg(long)]
+    heartbeat: Option<u16>,
+    /// Most simultaneous client connections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> tern_server::Config {
+        let mut config = tern_server::Config {
+            bind: self.bind,
+            amqp_port: self.amqp_port,
+            data_dir: self.data_dir.clone(),
+            ..Default::default()
+        };
+        if let Some(v) = self.frame_max {
+            config.frame_max_bytes = v;
+        }
+        if let Some(v) = self.heartbeat {
+            config.heartbeat_secs = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        config
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Server(args) => runtime.block_on(serve(args)),
+        Command::Publish(args) => runtime.block_on(tools::publish(args)),
+        Command::Consume(args) => runtime.block_on(tools::consume(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+    }
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let handle = tern_server::start(args.config()).await?;
+    tracing::info!(addr = %handle.amqp_addr(), "tern is ready");
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
