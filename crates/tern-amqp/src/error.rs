@@ -55,8 +55,9 @@ impl DecodeError {
         match self {
             DecodeError::UnknownFrameType(_)
             | DecodeError::BadFrameEnd(_)
-            | DecodeError::FrameTooLarge { .. }
-            | DecodeError::BadHeartbeat { .. } => ReplyCode::FrameError,
+            | DecodeError::FrameTooLarge { .. } => ReplyCode::FrameError,
+            // RabbitMQ answers "505 UNEXPECTED_FRAME - type 8" (the spec says 501).
+            DecodeError::BadHeartbeat { .. } => ReplyCode::UnexpectedFrame,
             DecodeError::UnknownMethod { .. } => ReplyCode::CommandInvalid,
             _ => ReplyCode::SyntaxError,
         }

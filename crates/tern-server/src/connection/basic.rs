@@ -149,6 +149,9 @@ impl Connection {
         header: ContentHeader,
     ) -> Result<(), AmqpError> {
         let max = self.broker.config.max_message_size_bytes;
+        if self.channel_is_closing(ch) {
+            return Ok(());
+        }
         let Some(p) = self
             .channels
             .get_mut(&ch)
@@ -189,6 +192,10 @@ impl Connection {
         ch: u16,
         chunk: Bytes,
     ) -> Result<(), AmqpError> {
+        if self.channel_is_closing(ch) {
+            // The rest of a message whose channel we closed (e.g. it was too large): drop it.
+            return Ok(());
+        }
         let Some(p) = self
             .channels
             .get_mut(&ch)
@@ -220,6 +227,11 @@ impl Connection {
         Ok(())
     }
 
+    /// We sent channel.close and wait for close-ok: content frames on it are dropped.
+    fn channel_is_closing(&self, ch: u16) -> bool {
+        self.channels.get(&ch).is_some_and(|c| c.closing)
+    }
+
     /// Route a complete message and queue it for hand-off (or hold it in the transaction).
     fn complete_publish(&mut self, ch: u16) -> Result<(), AmqpError> {
         let Some(channel) = self.channels.get_mut(&ch) else {
@@ -243,6 +255,7 @@ impl Connection {
             raw_properties: Bytes::copy_from_slice(&header.raw_properties),
             body,
         });
+        self.check_user_id(&message)?;
         let queues = self.route(&message)?;
         if queues.is_empty() && p.method.mandatory {
             self.send_return(ch, &message);
@@ -262,6 +275,20 @@ impl Connection {
             self.pending.add_confirm(ch, confirm.next_seq);
         }
         Ok(())
+    }
+
+    /// RabbitMQ refuses a user_id property that is not the authenticated user.
+    fn check_user_id(&self, message: &Message) -> Result<(), AmqpError> {
+        match &message.properties.user_id {
+            Some(id) if id.as_str() != self.user => {
+                let text = format!(
+                    "user_id property set to '{id}' but authenticated user was '{}'",
+                    self.user
+                );
+                Err(err(ReplyCode::PreconditionFailed, text, 60, 40))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The queues a message goes to, from the per-connection cache when the routing generation

@@ -99,6 +99,8 @@ pub struct Connection {
     id: ConnectionId,
     peer: SocketAddr,
     vhost: VhostName,
+    /// The authenticated user name.
+    user: String,
     frame_max: u32,
     channel_max: u16,
     caps: ClientCaps,
@@ -143,6 +145,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         id,
         peer,
         vhost: VhostName::from(negotiated.vhost),
+        user: negotiated.user.clone(),
         frame_max: negotiated.frame_max,
         channel_max: negotiated.channel_max,
         caps: negotiated.caps,
@@ -176,6 +179,19 @@ async fn handshake_failed(stream: &mut TcpStream, peer: SocketAddr, error: ConnE
         let mut scratch = [0u8; 64];
         let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut scratch)).await;
     }
+}
+
+/// After close / close-ok: let the client close the socket first (RabbitMQ waits for that
+/// too, up to a timeout), so our close never races the client's reading of its close-ok.
+async fn finish_close(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+) -> Result<(), ConnError> {
+    let mut scratch = [0u8; 1024];
+    let drain = async { while matches!(reader.read(&mut scratch).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(CLOSE_OK_WAIT, drain).await;
+    drop(writer);
+    Ok(())
 }
 
 fn close_method(e: &AmqpError) -> Method {
@@ -255,7 +271,7 @@ impl Connection {
                 self.after_flush().await;
             }
             if self.done {
-                return Ok(());
+                return finish_close(writer, reader).await;
             }
             if self.closing
                 && closing_since.get_or_insert_with(Instant::now).elapsed() > CLOSE_OK_WAIT
