@@ -215,7 +215,8 @@ fn heartbeats_must_be_on_channel_zero_and_empty() {
             size: 0
         }
     );
-    assert_eq!(err.reply_code(), ReplyCode::FrameError);
+    // RabbitMQ's answer, which the spec's 501 gives way to.
+    assert_eq!(err.reply_code(), ReplyCode::UnexpectedFrame);
 
     let mut with_payload = BytesMut::from(&b"\x08\x00\x00\x00\x00\x00\x01\x00\xce"[..]);
     let err = decode_frame(&mut with_payload, 4096);
