@@ -5,7 +5,7 @@ mod common;
 
 use common::lapin_support::{self as lp, body_text};
 use common::raw::{self, Args, RawClient};
-use common::{patterned_body, within, TestBroker, STEP};
+use common::{patterned_body, within, TestBroker};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -43,8 +43,8 @@ async fn clients_sending_garbage_do_not_disturb_a_working_client() {
     );
     vanishing.send(&partial[..partial.len() / 2]).await.unwrap();
     drop(vanishing);
-    not_amqp.await_end(STEP).await;
-    broken.await_end(STEP).await;
+    not_amqp.await_close_or_eof().await;
+    broken.await_close_or_eof().await;
 
     for i in 0..100 {
         lp::publish(&ch, "", &q, format!("after {i}").as_bytes()).await;

@@ -254,6 +254,9 @@ impl Connection {
                     last_read = Instant::now();
                     self.process_frames(&mut rbuf).await?;
                 }
+                _ = tokio::time::sleep(CLOSE_OK_WAIT), if self.closing => {
+                    // No close-ok in time: the check below ends the connection.
+                }
                 _ = ticker.tick(), if heartbeat_secs > 0 => {
                     if last_read.elapsed() > beat * 4 {
                         return Err(ConnError::HeartbeatTimeout);
@@ -289,6 +292,9 @@ impl Connection {
                 Ok(None) => break,
                 Err(e) => {
                     self.close_connection(decode_error(&e));
+                    // The framing is lost: drop what is buffered, so that the client's
+                    // close-ok, when it comes, is read as the next frame.
+                    rbuf.clear();
                     break;
                 }
             };

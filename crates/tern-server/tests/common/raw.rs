@@ -405,6 +405,28 @@ impl RawClient {
         }
     }
 
+    /// Wait until the server gives up on this connection: a connection.close (answered with
+    /// close-ok) or EOF, whichever comes first. Unlike [`await_end`](Self::await_end) this does
+    /// not insist that the socket then closes.
+    pub async fn await_close_or_eof(&mut self) -> Ending {
+        loop {
+            let read = tokio::time::timeout(STEP, self.read_frame()).await;
+            match read {
+                Err(_) => panic!("connection still open after {STEP:?}"),
+                Ok(Ok(None)) | Ok(Err(_)) => return Ending::Eof,
+                Ok(Ok(Some(f))) if f.method() == Some((10, 50)) => {
+                    let _ = self.send(&method_frame(0, 10, 51, Args::new())).await;
+                    let code = f.close_code().unwrap_or(0);
+                    return Ending::Closed {
+                        code,
+                        text: f.close_text().unwrap_or_default(),
+                    };
+                }
+                Ok(Ok(Some(_))) => {}
+            }
+        }
+    }
+
     /// Expect the server to close the connection with `code`.
     pub async fn expect_close(&mut self, code: u16) {
         match self.await_end(STEP).await {
