@@ -282,12 +282,11 @@ async fn a_consistent_hash_exchange_keeps_a_routing_key_on_one_queue() {
     let (a, b) = (rs::temp_queue(&ch).await, rs::temp_queue(&ch).await);
     rs::bind(&ch, &a, &ex, "20").await;
     rs::bind(&ch, &b, &ex, "20").await;
-    for round in 0..2 {
+    for _round in 0..2 {
         for i in 0..100 {
             p.publish(&ex, &format!("order-{i}"), format!("order-{i}").as_bytes())
                 .await;
         }
-        let _ = round;
     }
     let (in_a, in_b) = (rs::drain(&ch, &a).await, rs::drain(&ch, &b).await);
     assert_eq!(in_a.len() + in_b.len(), 200);

@@ -673,12 +673,11 @@ async fn global_prefetch_is_shared_by_the_consumers_of_a_channel() {
         .ack(BasicAckOptions::default())
         .await
         .unwrap();
-    let one_more = tokio::select! {
+    let _one_more = tokio::select! {
         Some(Ok(d)) = c1.next() => d,
         Some(Ok(d)) = c2.next() => d,
         _ = tokio::time::sleep(common::STEP) => panic!("no delivery after an ack freed the channel's credit"),
     };
-    drop(one_more);
     lp::assert_no_delivery(&mut c1).await;
     lp::assert_no_delivery(&mut c2).await;
 }
@@ -922,4 +921,123 @@ async fn publishing_with_another_users_user_id_closes_the_channel_with_406() {
         .await;
     let closed = errors.next().await;
     assert_eq!((closed.code, closed.hard), (406, false), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_of_tag_zero_with_multiple_settles_everything_outstanding() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let publisher = lp::confirmed_channel(&conn).await;
+    let q = lp::temp_queue(&publisher).await;
+    for i in 0..3 {
+        lp::publish(&publisher, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let ch = lp::channel(&conn).await;
+    let mut consumer = lp::consume(&ch, &q).await;
+    for _ in 0..3 {
+        lp::next_delivery(&mut consumer).await;
+    }
+    ch.basic_ack(0, BasicAckOptions { multiple: true })
+        .await
+        .unwrap();
+    within("close", ch.close(200, "bye")).await.expect("close");
+    assert!(
+        lp::drain(&publisher, &q).await.is_empty(),
+        "acked messages came back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_mode_channel_cannot_become_transactional_406() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    assert_eq!(code_of(within("tx.select", ch.tx_select()).await), 406);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_unknown_consumer_tag_is_answered_with_cancel_ok() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let r = within(
+        "cancel",
+        ch.basic_cancel("never-consumed", BasicCancelOptions::default()),
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    lp::temp_queue(&ch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_active_consumer_queue_feeds_one_consumer_until_it_goes() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let publisher = lp::confirmed_channel(&conn).await;
+    let q = unique("sac");
+    let args = lp::table(vec![("x-single-active-consumer", AMQPValue::Boolean(true))]);
+    let opts = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    within("declare", publisher.queue_declare(&q, opts, args))
+        .await
+        .expect("declare");
+    let (ch_a, ch_b) = (lp::channel(&conn).await, lp::channel(&conn).await);
+    let mut a = lp::consume(&ch_a, &q).await;
+    let mut b = lp::consume(&ch_b, &q).await;
+    for i in 0..4 {
+        lp::publish(&publisher, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let got: Vec<String> = lp::take_acked(&mut a, 4)
+        .await
+        .iter()
+        .map(body_text)
+        .collect();
+    assert_eq!(got, ["m0", "m1", "m2", "m3"]);
+    lp::assert_no_delivery(&mut b).await;
+    // The active consumer leaves: the next one takes over.
+    within(
+        "cancel",
+        ch_a.basic_cancel(a.tag().as_str(), BasicCancelOptions::default()),
+    )
+    .await
+    .unwrap();
+    lp::publish(&publisher, "", &q, b"m4").await;
+    assert_eq!(body_text(&lp::take_acked(&mut b, 1).await[0]), "m4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_priority_that_is_not_an_integer_fails_with_406() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let q = lp::temp_queue(&ch).await;
+    let args = lp::table(vec![("x-priority", AMQPValue::LongString("high".into()))]);
+    let r = ch.basic_consume(&q, "", Default::default(), args).await;
+    assert_eq!(code_of(r), 406);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_tags_count_from_one_on_each_channel() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let publisher = lp::confirmed_channel(&conn).await;
+    let q = lp::temp_queue(&publisher).await;
+    for _ in 0..4 {
+        lp::publish(&publisher, "", &q, b"x").await;
+    }
+    let (a, b) = (lp::channel(&conn).await, lp::channel(&conn).await);
+    let get = |ch: lapin::Channel, q: String| async move {
+        let m = ch
+            .basic_get(&q, BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("get-ok");
+        m.delivery.delivery_tag
+    };
+    assert_eq!(get(a.clone(), q.clone()).await, 1);
+    assert_eq!(get(a.clone(), q.clone()).await, 2);
+    assert_eq!(get(b.clone(), q.clone()).await, 1);
+    assert_eq!(get(a.clone(), q.clone()).await, 3);
 }

@@ -184,7 +184,7 @@ async fn an_idle_connection_with_a_one_second_heartbeat_stays_open() {
     )
     .await
     .expect("connect");
-    let errors = lp::Errors::watch(&conn);
+    let mut errors = lp::Errors::watch(&conn);
     let ch = lp::channel(&conn).await;
     // Idle for three heartbeat intervals: both sides must keep beating and neither may give up.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -194,5 +194,7 @@ async fn an_idle_connection_with_a_one_second_heartbeat_stays_open() {
         conn.status().state()
     );
     lp::temp_queue(&ch).await;
-    drop(errors);
+    if let Ok(e) = tokio::time::timeout(common::QUIET, errors.next()).await {
+        panic!("the connection reported {e:?}");
+    }
 }

@@ -747,3 +747,43 @@ async fn binding_to_a_missing_exchange_or_queue_fails_with_not_found_404() {
         .await
         .expect("the queue survives");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headers_binding_without_x_match_means_all() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    let ex = unique("headers");
+    lp::declare_exchange(&ch, &ex, ExchangeKind::Headers).await;
+    let q = lp::temp_queue(&ch).await;
+    let args = table(vec![("a", long_str("1")), ("b", long_str("2"))]);
+    lp::bind_with(&ch, &q, &ex, "", args).await;
+    lp::publish_with(
+        &ch,
+        &ex,
+        "",
+        b"one",
+        with_headers(vec![("a", long_str("1"))]),
+    )
+    .await;
+    let both = with_headers(vec![("a", long_str("1")), ("b", long_str("2"))]);
+    lp::publish_with(&ch, &ex, "", b"both", both).await;
+    assert_eq!(lp::drain(&ch, &q).await, ["both"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_an_exchange_to_a_missing_exchange_fails_with_404() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let r = ch
+        .exchange_bind(
+            &unique("missing"),
+            "amq.fanout",
+            "",
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(code_of(r), 404);
+}

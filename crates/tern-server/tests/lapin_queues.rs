@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::lapin_support::{self as lp, code_of};
+use common::lapin_support::{self as lp, body_text, code_of};
 use common::{eventually, unique, within, TestBroker};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
@@ -524,4 +524,104 @@ async fn a_shared_queue_declared_from_two_connections_is_one_queue() {
     ch2.queue_delete(&name, QueueDeleteOptions::default())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_queue_or_exchange_that_does_not_exist_succeeds() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let n = within(
+        "queue.delete",
+        ch.queue_delete(&unique("never"), QueueDeleteOptions::default()),
+    )
+    .await;
+    assert_eq!(n.expect("delete-ok"), 0);
+    let r = within(
+        "exchange.delete",
+        ch.exchange_delete(&unique("never"), Default::default()),
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(ch.status().connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_connections_may_publish_to_an_exclusive_queue_but_not_get_from_or_claim_it() {
+    let broker = TestBroker::start().await;
+    let owner = lp::connect(&broker).await;
+    let ch = lp::channel(&owner).await;
+    // Client-named: redeclaring an amq.gen- name would be refused for its prefix (403) first.
+    let q = unique("excl");
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    within(
+        "declare",
+        ch.queue_declare(&q, exclusive, FieldTable::default()),
+    )
+    .await
+    .expect("declare");
+    let mut consumer = lp::consume(&ch, &q).await;
+
+    let stranger = lp::connect(&broker).await;
+    let pch = lp::confirmed_channel(&stranger).await;
+    lp::publish(&pch, "", &q, b"from a stranger").await;
+    assert_eq!(
+        body_text(&lp::next_delivery(&mut consumer).await),
+        "from a stranger"
+    );
+
+    let c = lp::channel(&stranger).await;
+    assert_eq!(
+        code_of(c.basic_get(&q, Default::default()).await),
+        405,
+        "basic.get"
+    );
+    let c = lp::channel(&stranger).await;
+    assert_eq!(
+        code_of(c.queue_declare(&q, exclusive, FieldTable::default()).await),
+        405,
+        "exclusive declare"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_an_existing_shared_queue_as_exclusive_fails_with_405() {
+    let broker = TestBroker::start().await;
+    let first = lp::connect(&broker).await;
+    let ch = lp::channel(&first).await;
+    let name = unique("shared");
+    lp::declare_queue(&ch, &name).await;
+    let second = lp::connect(&broker).await;
+    let c = lp::channel(&second).await;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        code_of(
+            c.queue_declare(&name, exclusive, FieldTable::default())
+                .await
+        ),
+        405
+    );
+    ch.queue_delete(&name, QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_missing_queue_fails_with_404() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    assert_eq!(
+        code_of(
+            ch.queue_purge(&unique("missing"), QueuePurgeOptions::default())
+                .await
+        ),
+        404
+    );
 }

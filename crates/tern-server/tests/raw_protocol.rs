@@ -524,3 +524,199 @@ async fn frames_in_flight_on_a_channel_the_server_closed_are_discarded_and_the_c
     c.open_channel(1).await;
     c.open_channel(2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_closed_a_connection_the_server_drops_the_socket_as_soon_as_it_has_close_ok() {
+    let broker = TestBroker::start().await;
+    let (mut c, _) = RawClient::open(broker.addr, 0).await;
+    c.send(&raw::frame(42, 0, b"garbage")).await.unwrap();
+    let close = c.expect_method(10, 50).await;
+    assert_eq!(close.close_code(), Some(501));
+    c.send(&raw::method_frame(0, 10, 51, Args::new()))
+        .await
+        .unwrap();
+    // connection.close-ok "tells the recipient that it is safe to ... close the socket": the
+    // side that asked for the close does so then (RabbitMQ at once), it does not wait for the
+    // client to hang up.
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_millis(500), c.read_frame()).await;
+    assert!(
+        matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+        "socket still open {:?} after close-ok: {end:?}",
+        started.elapsed()
+    );
+}
+
+/// Answer tune with these values and open vhost `/`; what happens is the test's business.
+async fn tune_and_open(broker: &TestBroker, channel_max: u16, frame_max: u32) -> RawClient {
+    let (mut c, _) = RawClient::until_tune(broker.addr).await;
+    c.send(&raw::method_frame(
+        0,
+        10,
+        31,
+        Args::new().u16(channel_max).u32(frame_max).u16(0),
+    ))
+    .await
+    .unwrap();
+    c.send(&raw::method_frame(
+        0,
+        10,
+        40,
+        Args::new().shortstr("/").shortstr("").u8(0),
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tune_ok_values_outside_what_the_server_offered_are_refused() {
+    let broker = TestBroker::start().await;
+    // RabbitMQ: "failed to negotiate connection parameters: negotiated channel_max = 4000 is
+    // higher than the maximum allowed value (2047)", and likewise for 0 (= unlimited) and for
+    // frame_max below 4096 or above the offer.
+    let cases = [
+        (0, 131_072),
+        (4000, 131_072),
+        (2047, 0),
+        (2047, 1024),
+        (2047, 1 << 20),
+    ];
+    // In parallel: RabbitMQ takes a few seconds over each refusal.
+    let attempts = cases.map(|(channel_max, frame_max)| {
+        let broker = &broker;
+        async move {
+            let mut c = tune_and_open(broker, channel_max, frame_max).await;
+            let what = format!("tune-ok channel_max={channel_max} frame_max={frame_max}");
+            loop {
+                let Ok(read) = tokio::time::timeout(STEP, c.read_frame()).await else {
+                    return Err(format!("{what}: no answer"));
+                };
+                match read {
+                    // The socket closed (RabbitMQ closes at once, so a reset may eat its close).
+                    Ok(None) | Err(_) => return Ok(()),
+                    Ok(Some(f)) if f.method() == Some((10, 50)) => {
+                        return match f.close_code() {
+                            Some(530) => Ok(()),
+                            other => Err(format!(
+                                "{what}: closed with {other:?} {:?}",
+                                f.close_text()
+                            )),
+                        };
+                    }
+                    Ok(Some(f)) if f.method() == Some((10, 41)) => {
+                        return Err(format!("{what} was accepted"))
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
+    });
+    let failures: Vec<String> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_max_the_client_lowered_is_enforced_on_its_frames() {
+    let broker = TestBroker::start().await;
+    let mut c = tune_and_open(&broker, 2047, 4096).await;
+    c.expect_method(10, 41).await;
+    c.open_channel(1).await;
+    let body = vec![1u8; 5000];
+    let mut bytes = raw::method_frame(
+        1,
+        60,
+        40,
+        Args::new().u16(0).shortstr("").shortstr("q").u8(0),
+    );
+    bytes.extend(raw::frame(
+        2,
+        1,
+        &Args::new().u16(60).u16(0).u64(body.len() as u64).u16(0).0,
+    ));
+    bytes.extend(raw::frame(FRAME_BODY, 1, &body));
+    c.send(&bytes).await.unwrap();
+    c.expect_close(501).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_split_to_a_frame_max_the_client_lowered() {
+    let broker = TestBroker::start().await;
+    let mut c = tune_and_open(&broker, 2047, 4096).await;
+    c.expect_method(10, 41).await;
+    c.open_channel(1).await;
+    let queue = common::unique("small-frames");
+    c.send(&raw::method_frame(
+        1,
+        50,
+        10,
+        Args::new().u16(0).shortstr(&queue).u8(0b0100).table(&[]),
+    ))
+    .await
+    .unwrap();
+    c.expect_method(50, 11).await;
+    let body = common::patterned_body(20_000);
+    // Published in 4088-byte body frames, as the client must.
+    let mut bytes = raw::method_frame(
+        1,
+        60,
+        40,
+        Args::new().u16(0).shortstr("").shortstr(&queue).u8(0),
+    );
+    bytes.extend(raw::frame(
+        2,
+        1,
+        &Args::new().u16(60).u16(0).u64(body.len() as u64).u16(0).0,
+    ));
+    for chunk in body.chunks(4096 - 8) {
+        bytes.extend(raw::frame(FRAME_BODY, 1, chunk));
+    }
+    c.send(&bytes).await.unwrap();
+    c.send(&raw::method_frame(
+        1,
+        60,
+        70,
+        Args::new().u16(0).shortstr(&queue).u8(1),
+    ))
+    .await
+    .unwrap();
+    c.expect_method(60, 71).await;
+    let mut got = Vec::new();
+    while got.len() < body.len() {
+        let f = tokio::time::timeout(STEP, c.read_frame())
+            .await
+            .expect("body frames")
+            .unwrap()
+            .unwrap();
+        assert!(
+            f.payload.len() + 8 <= 4096,
+            "a {}-byte frame exceeds frame_max 4096",
+            f.payload.len() + 8
+        );
+        if f.kind == FRAME_BODY {
+            got.extend_from_slice(&f.payload);
+        }
+    }
+    assert!(got == body, "body corrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declaring_an_exchange_of_an_unknown_type_closes_the_connection_with_command_invalid_503() {
+    let broker = TestBroker::start().await;
+    let (mut c, _) = RawClient::open(broker.addr, 0).await;
+    c.open_channel(1).await;
+    let declare = Args::new()
+        .u16(0)
+        .shortstr(&common::unique("ex"))
+        .shortstr("x-no-such-type")
+        .u8(0)
+        .table(&[]);
+    c.send(&raw::method_frame(1, 40, 10, declare))
+        .await
+        .unwrap();
+    c.expect_close(503).await;
+}

@@ -12,6 +12,7 @@ mod tools;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -78,12 +79,23 @@ impl ServerArgs {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace, even when RUST_BACKTRACE is set.
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    match command {
         Command::Server(args) => runtime.block_on(serve(args)),
         Command::Publish(args) => runtime.block_on(tools::publish(args)),
         Command::Consume(args) => runtime.block_on(tools::consume(args)),
@@ -114,4 +126,76 @@ async fn shutdown_signal() -> Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_args(args: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from(["tern", "server"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Server(a) => a,
+            _ => panic!("not the server command"),
+        }
+    }
+
+    #[test]
+    fn server_defaults_match_rabbitmq_and_keep_the_config_defaults() {
+        let config = server_args(&[]).config();
+        let default = tern_server::Config::default();
+        assert_eq!(config.amqp_port, 5672);
+        assert_eq!(config.bind.to_string(), "0.0.0.0");
+        assert_eq!(config.data_dir, PathBuf::from("./tern-data"));
+        assert_eq!(config.frame_max_bytes, default.frame_max_bytes);
+        assert_eq!(config.heartbeat_secs, default.heartbeat_secs);
+        assert_eq!(config.max_connections, default.max_connections);
+    }
+
+    #[test]
+    fn server_flags_override_the_config() {
+        let config = server_args(&[
+            "--amqp-port",
+            "5699",
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            "/tmp/d",
+            "--frame-max",
+            "8192",
+            "--heartbeat",
+            "0",
+            "--max-connections",
+            "7",
+        ])
+        .config();
+        assert_eq!(
+            (config.amqp_port, config.bind.to_string()),
+            (5699, "127.0.0.1".into())
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(
+            (
+                config.frame_max_bytes,
+                config.heartbeat_secs,
+                config.max_connections
+            ),
+            (8192, 0, 7)
+        );
+    }
+
+    #[test]
+    fn every_command_parses() {
+        for args in [
+            &["tern", "bench", "-x2"][..],
+            &["tern", "publish", "-k", "q", "-b", "hi"],
+            &["tern", "consume", "-q", "q"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+        assert!(
+            Cli::try_parse_from(["tern", "consume"]).is_err(),
+            "--queue is required"
+        );
+    }
 }

@@ -128,22 +128,25 @@ impl Handshake<'_> {
         Ok(user)
     }
 
-    /// RabbitMQ refuses frame_max below 4096 and channel_max / frame_max above what it offered.
+    /// RabbitMQ (rabbit_reader's validate_negotiated_integer_value) refuses a tune-ok value
+    /// below the minimum (frame_max 4096, channel_max 1), above what it offered, or 0
+    /// ("unlimited") when it offered a limit.
     fn check_tune(&self, frame_max: u32, channel_max: u16) -> Result<(u32, u16), ConnError> {
-        let offered = self.config.frame_max_bytes;
-        let frame_max = if frame_max == 0 { offered } else { frame_max };
-        if frame_max < tern_amqp::frame::FRAME_MIN_SIZE || frame_max > offered {
-            let text =
-                format!("frame_max={frame_max} outside the negotiable range 4096..={offered}");
-            return Err(ConnError::Amqp(
-                AmqpError::new(ReplyCode::NotAllowed, text).on(10, 31),
-            ));
-        }
-        let max = self.config.channel_max;
+        let frame_min = tern_amqp::frame::FRAME_MIN_SIZE;
+        negotiated(
+            "frame_max",
+            frame_max,
+            frame_min,
+            self.config.frame_max_bytes,
+        )?;
+        let channel_offer = self.config.channel_max;
+        negotiated("channel_max", channel_max.into(), 1, channel_offer.into())?;
+        // 0 passes only when the server offered no limit.
+        let frame_max = if frame_max == 0 { u32::MAX } else { frame_max };
         let channel_max = if channel_max == 0 {
-            max
+            u16::MAX
         } else {
-            channel_max.min(max)
+            channel_max
         };
         Ok((frame_max, channel_max))
     }
@@ -187,6 +190,21 @@ impl Handshake<'_> {
             }
         }
     }
+}
+
+/// One tune-ok value against the server's offer; `offer` 0 means the server set no limit.
+fn negotiated(field: &str, value: u32, min: u32, offer: u32) -> Result<(), ConnError> {
+    let text = if value != 0 && value < min {
+        format!("negotiated {field} = {value} is lower than the minimum allowed value ({min})")
+    } else if offer != 0 && (value == 0 || value > offer) {
+        format!("negotiated {field} = {value} is higher than the maximum allowed value ({offer})")
+    } else {
+        return Ok(());
+    };
+    let text = format!("failed to negotiate connection parameters: {text}");
+    Err(ConnError::Amqp(
+        AmqpError::new(ReplyCode::NotAllowed, text).on(10, 31),
+    ))
 }
 
 fn unexpected(method: &Method) -> ConnError {

@@ -117,6 +117,9 @@ pub struct Connection {
     closing: bool,
     /// The client answered our close, or sent its own: stop after the next write.
     done: bool,
+    /// With `done`: close-ok answered a close we sent, so the socket goes at once (the client
+    /// sent its last frame); otherwise we wait for the client to hang up after our close-ok.
+    hang_up: bool,
 }
 
 /// Serve one accepted socket until it closes. Never panics on client input.
@@ -158,6 +161,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         out: BytesMut::new(),
         closing: false,
         done: false,
+        hang_up: false,
     };
     broker.register_connection(id, conn.sink.clone());
     let result = conn.run(stream, buf, events, negotiated.heartbeat).await;
@@ -273,6 +277,9 @@ impl Connection {
                 wrote = true;
                 self.after_flush().await;
             }
+            if self.done && self.hang_up {
+                return Ok(());
+            }
             if self.done {
                 return finish_close(writer, reader).await;
             }
@@ -326,7 +333,10 @@ impl Connection {
     /// After we sent connection.close, only close-ok (or the client's own close) matters.
     fn handle_while_closing(&mut self, frame: Frame) -> Result<(), AmqpError> {
         match frame.payload {
-            FramePayload::Method(Method::ConnectionCloseOk(_)) => self.done = true,
+            FramePayload::Method(Method::ConnectionCloseOk(_)) => {
+                self.done = true;
+                self.hang_up = true;
+            }
             FramePayload::Method(Method::ConnectionClose(_)) => {
                 self.send_method(0, &Method::ConnectionCloseOk(Default::default()));
                 self.done = true;
@@ -345,6 +355,7 @@ impl Connection {
             }
             Method::ConnectionCloseOk(_) => {
                 self.done = true;
+                self.hang_up = true;
                 Ok(())
             }
             Method::ConnectionUpdateSecret(_) => {
