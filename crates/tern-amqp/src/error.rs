@@ -27,9 +27,6 @@ pub enum DecodeError {
     /// Unknown field-value type letter.
     #[error("unknown field type {0:#04x}")]
     UnknownFieldType(u8),
-    /// A short string that is not UTF-8.
-    #[error("short string is not valid UTF-8")]
-    InvalidUtf8,
     /// A content header for a class other than basic (60).
     #[error("content header for class {0}")]
     BadContentClass(u16),

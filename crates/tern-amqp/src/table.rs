@@ -4,8 +4,14 @@ use bytes::Bytes;
 
 pub use crate::table_codec::{decode_array, encode_array};
 
-/// An AMQP short string: at most 255 bytes, valid UTF-8 (checked when decoded and when built).
-/// Backed by `Bytes`, so decoding from a frame buffer does not copy.
+/// An AMQP short string: at most 255 bytes, held as UTF-8. Backed by `Bytes`, so decoding
+/// from a frame buffer does not copy.
+///
+/// On the wire a short string is any bytes, and RabbitMQ takes any bytes (a Go client's raw
+/// UUID as correlation-id, say). Tern holds names and keys as text: a short string that is not
+/// UTF-8 is decoded with each invalid sequence replaced by U+FFFD rather than refused. Message
+/// properties still reach consumers byte for byte, because the broker forwards a content
+/// header's raw property bytes (`ContentHeader::raw_properties`), not the decoded ones.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShortStr(Bytes);
 
@@ -94,17 +100,22 @@ impl ShortStr {
         ShortStr(Bytes::from(s))
     }
 
-    /// Checked construction from bytes: at most 255 bytes of UTF-8.
+    /// Checked construction from bytes: at most 255 bytes; invalid UTF-8 is replaced (see the
+    /// type's docs), and the replacement truncated to 255 bytes should it grow past them.
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, crate::DecodeError> {
         if bytes.len() > Self::MAX_LEN {
             return Err(crate::DecodeError::Truncated("short string over 255 bytes"));
         }
-        std::str::from_utf8(&bytes).map_err(|_| crate::DecodeError::InvalidUtf8)?;
-        Ok(ShortStr(bytes))
+        if std::str::from_utf8(&bytes).is_ok() {
+            return Ok(ShortStr(bytes));
+        }
+        Ok(Self::from_string_lossy(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
-        // Every constructor checks UTF-8, so this cannot fail; fall back to "" rather than panic.
+        // Every constructor makes UTF-8, so this cannot fail; fall back to "" rather than panic.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
 

@@ -42,7 +42,7 @@ pub(crate) fn get_u64(buf: &mut Bytes) -> Result<u64, DecodeError> {
     Ok(buf.get_u64())
 }
 
-/// A short string: length octet, then that many bytes of UTF-8.
+/// A short string: length octet, then that many bytes (invalid UTF-8 replaced, see `ShortStr`).
 #[inline]
 pub(crate) fn get_short_str(buf: &mut Bytes) -> Result<ShortStr, DecodeError> {
     let len = usize::from(get_u8(buf)?);
@@ -136,8 +136,14 @@ mod tests {
     }
 
     #[test]
-    fn short_string_that_is_not_utf8_is_refused() {
-        let mut b = Bytes::from_static(b"\x02\xff\xfe");
-        assert_eq!(get_short_str(&mut b), Err(DecodeError::InvalidUtf8));
+    fn short_string_that_is_not_utf8_is_taken_with_replacements() {
+        let mut b = Bytes::from_static(b"\x04a\xff\xfeb!");
+        assert_eq!(get_short_str(&mut b).unwrap(), "a\u{fffd}\u{fffd}b");
+        assert_eq!(&b[..], b"!");
+        // 255 invalid bytes become 765 bytes of replacement characters: cut back to 255.
+        let mut long = vec![255u8];
+        long.extend([0xff; 255]);
+        let s = get_short_str(&mut Bytes::from(long)).unwrap();
+        assert_eq!((s.len(), s.chars().count()), (255, 85));
     }
 }

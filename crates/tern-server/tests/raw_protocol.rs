@@ -720,3 +720,34 @@ async fn declaring_an_exchange_of_an_unknown_type_closes_the_connection_with_com
         .unwrap();
     c.expect_close(503).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_that_are_not_utf8_reach_the_consumer_byte_for_byte() {
+    // A Go client's raw UUID as correlation-id, a header key with a stray byte: RabbitMQ takes
+    // short strings as bytes and hands them on unchanged.
+    let broker = TestBroker::start().await;
+    let (mut c, _) = RawClient::open(broker.addr, 0).await;
+    c.open_channel(1).await;
+    let queue = common::unique("raw-binary-props");
+    let declare = Args::new().u16(0).shortstr(&queue).u8(0b0100).table(&[]);
+    c.send(&raw::method_frame(1, 50, 10, declare)).await.unwrap();
+    c.expect_method(50, 11).await;
+    let headers: &[u8] = b"\x02k\xffS\x00\x00\x00\x01v";
+    let mut properties = ((1u16 << 13) | (1 << 10)).to_be_bytes().to_vec();
+    properties.extend((headers.len() as u32).to_be_bytes());
+    properties.extend(headers);
+    properties.extend(b"\x04\xff\x00\xfe\x80");
+    let publish = Args::new().u16(0).shortstr("").shortstr(&queue).u8(0);
+    let mut frames = raw::method_frame(1, 60, 40, publish);
+    let mut header = Args::new().u16(60).u16(0).u64(2).0;
+    header.extend(&properties);
+    frames.extend(raw::frame(raw::FRAME_HEADER, 1, &header));
+    frames.extend(raw::frame(FRAME_BODY, 1, b"hi"));
+    c.send(&frames).await.unwrap();
+    let get = Args::new().u16(0).shortstr(&queue).u8(1);
+    c.send(&raw::method_frame(1, 60, 70, get)).await.unwrap();
+    c.expect_method(60, 71).await;
+    let got = c.read_frame().await.unwrap().unwrap();
+    assert_eq!(got.kind, raw::FRAME_HEADER);
+    assert_eq!(&got.payload[12..], &properties[..], "properties as published");
+}
