@@ -78,11 +78,13 @@ pub enum MetaCommand {
         if_unused: bool,
     },
     /// `requester` is the declaring connection: a passive declare of another connection's
-    /// exclusive queue is refused with 405.
+    /// exclusive queue is refused with 405. `server_named`: the client asked for a name and the
+    /// server chose `def.name`, so the reserved `amq.` prefix is allowed.
     DeclareQueue {
         vhost: VhostName,
         def: QueueDef,
         passive: bool,
+        server_named: bool,
         requester: ConnectionId,
     },
     DeleteQueue {
@@ -190,11 +192,13 @@ impl Metadata {
                 vhost,
                 def,
                 passive,
+                server_named,
                 requester,
             } => {
                 let declare = ops::QueueDeclare {
                     def,
                     passive,
+                    server_named,
                     requester,
                 };
                 self.in_vhost(&vhost, |vh, fx| ops::declare_queue(vh, &vhost, declare, fx))

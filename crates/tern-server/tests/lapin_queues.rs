@@ -625,3 +625,99 @@ async fn purging_a_missing_queue_fails_with_404() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_queue_name_means_the_queue_the_channel_declared_last() {
+    // RabbitMQ's most_recently_declared_queue shortcut, in bind, get, purge and delete; an
+    // empty binding key with it is the queue's own name.
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    let q = lp::temp_queue(&ch).await;
+    within(
+        "bind ''",
+        ch.queue_bind(
+            "",
+            "amq.direct",
+            "",
+            Default::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("bind with the shortcut");
+    lp::publish(&ch, "amq.direct", &q, b"one").await;
+    lp::publish(&ch, "amq.direct", &q, b"two").await;
+    let got = within("get ''", ch.basic_get("", Default::default()))
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(lp::body_text(&got.delivery), "one");
+    let purged = within("purge ''", ch.queue_purge("", QueuePurgeOptions::default()))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1, "the second message was still there");
+    within(
+        "delete ''",
+        ch.queue_delete("", QueueDeleteOptions::default()),
+    )
+    .await
+    .expect("delete");
+    await_queue_gone(&conn, &q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_queue_name_on_a_channel_that_declared_none_is_not_found_404() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    assert_eq!(
+        code_of(ch.queue_purge("", QueuePurgeOptions::default()).await),
+        404
+    );
+    // The shortcut is per channel: another channel's declare does not count.
+    let other = lp::channel(&conn).await;
+    lp::temp_queue(&other).await;
+    let ch = lp::channel(&conn).await;
+    assert_eq!(code_of(ch.basic_get("", Default::default()).await), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chosen_name_shaped_like_a_server_named_queue_is_refused_403() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let r = ch
+        .queue_declare(
+            "amq.gen-AbCdEfGhIjKlMnOpQrStU_",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_eq!(code_of(r), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_breaks_in_a_declared_queue_name_are_dropped() {
+    let broker = TestBroker::start().await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let name = unique("line-break");
+    let q = within(
+        "declare",
+        ch.queue_declare(
+            &format!("{name}\r\n"),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declare");
+    assert_eq!(q.name().as_str(), name);
+    within(
+        "passive",
+        ch.queue_declare(&name, passive(), FieldTable::default()),
+    )
+    .await
+    .expect("found under the stripped name");
+}

@@ -730,7 +730,9 @@ async fn properties_that_are_not_utf8_reach_the_consumer_byte_for_byte() {
     c.open_channel(1).await;
     let queue = common::unique("raw-binary-props");
     let declare = Args::new().u16(0).shortstr(&queue).u8(0b0100).table(&[]);
-    c.send(&raw::method_frame(1, 50, 10, declare)).await.unwrap();
+    c.send(&raw::method_frame(1, 50, 10, declare))
+        .await
+        .unwrap();
     c.expect_method(50, 11).await;
     let headers: &[u8] = b"\x02k\xffS\x00\x00\x00\x01v";
     let mut properties = ((1u16 << 13) | (1 << 10)).to_be_bytes().to_vec();
@@ -749,5 +751,9 @@ async fn properties_that_are_not_utf8_reach_the_consumer_byte_for_byte() {
     c.expect_method(60, 71).await;
     let got = c.read_frame().await.unwrap().unwrap();
     assert_eq!(got.kind, raw::FRAME_HEADER);
-    assert_eq!(&got.payload[12..], &properties[..], "properties as published");
+    assert_eq!(
+        &got.payload[12..],
+        &properties[..],
+        "properties as published"
+    );
 }

@@ -252,6 +252,7 @@ fn vhosts_come_and_go_with_their_definitions() {
         vhost: other.clone(),
         def: qdef("q"),
         passive: false,
+        server_named: false,
         requester: ConnectionId(1),
     };
     ok(&mut meta, declare);

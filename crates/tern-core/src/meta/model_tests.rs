@@ -77,6 +77,7 @@ fn command() -> impl Strategy<Value = MetaCommand> {
             vhost: vh(),
             def: qdef(QUEUES[q]),
             passive: false,
+            server_named: false,
             requester: ConnectionId(1),
         }),
         q.prop_map(|q| MetaCommand::DeleteQueue {

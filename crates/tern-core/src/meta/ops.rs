@@ -70,6 +70,7 @@ pub(crate) fn delete_exchange(
 pub(crate) struct QueueDeclare {
     pub(crate) def: QueueDef,
     pub(crate) passive: bool,
+    pub(crate) server_named: bool,
     pub(crate) requester: ConnectionId,
 }
 
@@ -82,6 +83,7 @@ pub(crate) fn declare_queue(
     let QueueDeclare {
         mut def,
         passive,
+        server_named,
         requester,
     } = declare;
     if passive {
@@ -105,12 +107,10 @@ pub(crate) fn declare_queue(
     }
     // RabbitMQ: `Durable = DurableDeclare andalso not ExclusiveDeclare`.
     def.durable &= def.exclusive_owner.is_none();
-    let existing = vh.queue(&def.name);
-    let server_named = existing.is_none() && v::is_server_named(&def.name);
     if def.name.starts_with("amq.") && !server_named {
         return Err(v::reserved_name("queue", &def.name));
     }
-    if let Some(existing) = existing {
+    if let Some(existing) = vh.queue(&def.name) {
         v::queue_equivalent(existing, &def, vhost)?;
         return Ok(MetaOutcome::QueueDeclared {
             created: false,

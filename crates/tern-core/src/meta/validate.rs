@@ -64,18 +64,6 @@ pub(crate) fn resource_locked(vhost: &VhostName, name: &str) -> AmqpError {
     AmqpError::new(ReplyCode::ResourceLocked, text)
 }
 
-/// Whether `name` has the shape of the names the server gives queues declared without one
-/// (`amq.gen-` and 22 URL-safe base64 characters). Such names reach `apply` like any other, so
-/// this is how the reserved-prefix rule lets them through when they are new.
-pub(crate) fn is_server_named(name: &str) -> bool {
-    name.strip_prefix("amq.gen-").is_some_and(|rest| {
-        rest.len() == 22
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
-}
-
 /// An Erlang atom as `~tp` prints it: quoted unless it is a plain lower-case word.
 fn atom(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase())

@@ -80,6 +80,7 @@ impl World {
             vhost: vhost(),
             def,
             passive: false,
+            server_named: false,
             requester,
         });
         self

@@ -418,7 +418,8 @@ impl Connection {
 
     async fn basic_consume(&mut self, ch: u16, m: BasicConsume) -> Result<(), AmqpError> {
         let queue = self
-            .usable_queue(&QueueName::from(m.queue.clone()))
+            .expand_queue_name(ch, m.queue.clone())
+            .and_then(|name| self.usable_queue(&name))
             .map_err(|e| e.on(60, 20))?;
         let id = ConsumerId(self.broker.next_id());
         let tag = if m.consumer_tag.is_empty() {
@@ -532,7 +533,8 @@ impl Connection {
 
     async fn basic_get(&mut self, ch: u16, m: BasicGet) -> Result<(), AmqpError> {
         let queue = self
-            .usable_queue(&QueueName::from(m.queue))
+            .expand_queue_name(ch, m.queue)
+            .and_then(|name| self.usable_queue(&name))
             .map_err(|e| e.on(60, 70))?;
         let Some(channel) = self.channels.get(&ch) else {
             return Ok(());

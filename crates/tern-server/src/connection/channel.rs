@@ -34,6 +34,10 @@ pub struct Channel {
     /// Queues this channel consumed or got from: told when the channel closes.
     pub queues: Vec<QueueHandle>,
     pub consumer_tags: HashMap<ShortStr, ConsumerId>,
+    /// The queue this channel declared last: what an empty queue name means in queue.bind,
+    /// unbind, purge, delete, basic.consume and basic.get (RabbitMQ's
+    /// most_recently_declared_queue).
+    pub last_declared: Option<QueueName>,
 }
 
 impl Channel {
@@ -49,6 +53,7 @@ impl Channel {
             unacked: Unacked::default(),
             queues: Vec::new(),
             consumer_tags: HashMap::new(),
+            last_declared: None,
         }
     }
 
@@ -203,7 +208,7 @@ impl Connection {
             }
         };
         let def = ExchangeDef {
-            name: ExchangeName::from(m.exchange),
+            name: ExchangeName::from(strip_cr_lf(m.exchange)),
             kind,
             durable: m.durable,
             auto_delete: m.auto_delete,
@@ -251,11 +256,25 @@ impl Connection {
         Ok(())
     }
 
+    /// `name`, or the channel's last declared queue when `name` is empty.
+    pub(super) fn expand_queue_name(
+        &self,
+        ch: u16,
+        name: ShortStr,
+    ) -> Result<QueueName, AmqpError> {
+        if !name.is_empty() {
+            return Ok(QueueName::from(name));
+        }
+        let last = self.channels.get(&ch).and_then(|c| c.last_declared.clone());
+        last.ok_or_else(|| AmqpError::new(ReplyCode::NotFound, "no previously declared queue"))
+    }
+
     async fn queue_declare(&mut self, ch: u16, m: QueueDeclare) -> Result<(), AmqpError> {
-        let name = if m.queue.is_empty() && !m.passive {
+        let server_named = m.queue.is_empty() && !m.passive;
+        let name = if server_named {
             QueueName::from(generated_queue_name(self.broker.next_id()).as_str())
         } else {
-            QueueName::from(m.queue)
+            QueueName::from(strip_cr_lf(m.queue))
         };
         if name.is_empty() {
             // Passive declare of "" refers to the channel's last declared queue in RabbitMQ;
@@ -273,9 +292,13 @@ impl Connection {
             vhost: self.vhost.clone(),
             def,
             passive: m.passive,
+            server_named,
             requester: self.id,
         };
         self.broker.apply(cmd)?;
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.last_declared = Some(name.clone());
+        }
         let queue = self
             .broker
             .queue(&self.vhost, &name)
@@ -291,6 +314,20 @@ impl Connection {
         };
         self.reply(ch, m.nowait, Method::QueueDeclareOk(ok));
         Ok(())
+    }
+
+    /// queue.bind / unbind with both the queue name and the key empty bind with the last
+    /// declared queue's name as the key.
+    fn expand_routing_key(
+        &self,
+        ch: u16,
+        queue: &ShortStr,
+        key: ShortStr,
+    ) -> Result<ShortStr, AmqpError> {
+        if queue.is_empty() && key.is_empty() {
+            return Ok(self.expand_queue_name(ch, key)?.0);
+        }
+        Ok(key)
     }
 
     /// The queue, if it exists and this connection may use it (405 for another's exclusive queue).
@@ -312,11 +349,12 @@ impl Connection {
     }
 
     fn queue_bind(&mut self, ch: u16, m: QueueBind) -> Result<(), AmqpError> {
-        let queue = QueueName::from(m.queue);
+        let key = self.expand_routing_key(ch, &m.queue, m.routing_key)?;
+        let queue = self.expand_queue_name(ch, m.queue)?;
         if self.broker.queue(&self.vhost, &queue).is_some() {
             self.usable_queue(&queue)?;
         }
-        let binding = queue_binding(m.exchange, queue, m.routing_key, m.arguments);
+        let binding = queue_binding(m.exchange, queue, key, m.arguments);
         self.broker.apply(MetaCommand::Bind {
             vhost: self.vhost.clone(),
             binding,
@@ -326,11 +364,12 @@ impl Connection {
     }
 
     fn queue_unbind(&mut self, ch: u16, m: QueueUnbind) -> Result<(), AmqpError> {
-        let queue = QueueName::from(m.queue);
+        let key = self.expand_routing_key(ch, &m.queue, m.routing_key)?;
+        let queue = self.expand_queue_name(ch, m.queue)?;
         if self.broker.queue(&self.vhost, &queue).is_some() {
             self.usable_queue(&queue)?;
         }
-        let binding = queue_binding(m.exchange, queue, m.routing_key, m.arguments);
+        let binding = queue_binding(m.exchange, queue, key, m.arguments);
         self.broker.apply(MetaCommand::Unbind {
             vhost: self.vhost.clone(),
             binding,
@@ -340,7 +379,7 @@ impl Connection {
     }
 
     async fn queue_purge(&mut self, ch: u16, m: QueuePurge) -> Result<(), AmqpError> {
-        let queue = self.usable_queue(&QueueName::from(m.queue))?;
+        let queue = self.usable_queue(&self.expand_queue_name(ch, m.queue)?)?;
         let message_count = queue
             .ask(|reply| QueueCmd::Purge { reply })
             .await
@@ -354,7 +393,7 @@ impl Connection {
     }
 
     async fn queue_delete(&mut self, ch: u16, m: QueueDelete) -> Result<(), AmqpError> {
-        let name = QueueName::from(m.queue);
+        let name = self.expand_queue_name(ch, m.queue)?;
         let message_count = match self.broker.queue(&self.vhost, &name) {
             // Deleting a queue that does not exist succeeds, as in RabbitMQ 3.x.
             None => 0,
@@ -380,6 +419,15 @@ impl Connection {
             Method::QueueDeleteOk(QueueDeleteOk { message_count }),
         );
         Ok(())
+    }
+}
+
+/// RabbitMQ drops CR and LF from the names given to queue.declare and exchange.declare.
+fn strip_cr_lf(name: ShortStr) -> ShortStr {
+    if name.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n')) {
+        ShortStr::from(name.replace(['\r', '\n'], ""))
+    } else {
+        name
     }
 }
 
