@@ -53,6 +53,10 @@ pub struct ConsumerSpec {
     pub priority: i32,
     /// Most deliveries in flight; 0 = unlimited. For a no-ack consumer: its flow window.
     pub prefetch: u32,
+    /// A no-ack consumer's flow window in bytes (0 = unlimited): no new delivery while this
+    /// much is in flight, so the window holds at most this plus one message. Ack-mode
+    /// consumers ignore it (their deliveries stay in the queue until acked).
+    pub window_bytes: u64,
     pub no_ack: bool,
     pub exclusive: bool,
     /// The channel's global prefetch (basic.qos global = true), if set.
@@ -211,7 +215,7 @@ impl QueueState {
                 redelivered: m.redelivered,
                 no_ack: claim.no_ack,
             });
-            self.consumers.delivered(&claim);
+            self.consumers.delivered(&claim, size);
         }
         self.debug_check_bytes();
     }
@@ -272,8 +276,8 @@ impl QueueState {
 
     /// A no-ack consumer's connection flushed `n` of its deliveries: widen its window again.
     /// Unknown consumers (cancelled meanwhile) and ack-mode consumers are ignored.
-    pub fn return_credit(&mut self, consumer: ConsumerId, n: u32) {
-        self.consumers.return_credit(consumer, n);
+    pub fn return_credit(&mut self, consumer: ConsumerId, n: u32, bytes: u64) {
+        self.consumers.return_credit(consumer, n, bytes);
     }
 
     /// Ready messages.

@@ -33,6 +33,9 @@ pub struct Config {
     pub queue_flow_backlog_messages: usize,
     /// Deliveries a no-ack consumer may have in flight to its connection's writer.
     pub no_ack_credit: u32,
+    /// Bytes of messages a no-ack consumer may have in flight to its connection's writer: with
+    /// large messages this, not the count, bounds the memory a slow no-ack reader holds.
+    pub no_ack_credit_bytes: u64,
     /// Consumers one channel may have.
     pub max_consumers_per_channel: usize,
 }
@@ -53,6 +56,7 @@ impl Default for Config {
             queue_inbox_messages: 4096,
             queue_flow_backlog_messages: 8192,
             no_ack_credit: 2000,
+            no_ack_credit_bytes: 4 * 1024 * 1024,
             max_consumers_per_channel: 65_536,
         }
     }

@@ -311,3 +311,53 @@ async fn tiny_queue_inboxes_slow_publishers_without_losing_or_reordering_message
         "q2 out of order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_ack_consumer_that_stops_reading_takes_no_more_than_its_byte_window() {
+    // 2000 deliveries of credit by count, 1 MiB by size: with 256 KiB messages the size wins,
+    // so the messages a stalled reader has not taken stay in the queue, not in buffers.
+    let Some(broker) = TestBroker::start_with(|c| c.no_ack_credit_bytes = 1 << 20).await else {
+        return;
+    };
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    let q = common::unique("stalled-no-ack");
+    lp::declare_queue(&ch, &q).await;
+    let (mut reader, _) = RawClient::open(broker.addr, 0).await;
+    reader.open_channel(1).await;
+    let consume = Args::new()
+        .u16(0)
+        .shortstr(&q)
+        .shortstr("")
+        .u8(0b10)
+        .table(&[]);
+    reader
+        .send(&raw::method_frame(1, 60, 20, consume))
+        .await
+        .unwrap();
+    reader.expect_method(60, 21).await;
+    const MESSAGES: u32 = 120;
+    let body = patterned_body(256 * 1024);
+    lp::publish(&ch, "", &q, &body).await;
+    // Deliveries flow: the first one arrives. From now on the reader reads nothing.
+    reader.expect_method(60, 60).await;
+    for _ in 1..MESSAGES {
+        lp::publish(&ch, "", &q, &body).await;
+    }
+    // What left the queue: the window plus one message, plus what the sockets buffer (a few
+    // MiB on loopback). Wait until the queue stops handing out messages, then check.
+    let mut ready = lp::message_count(&ch, &q).await;
+    loop {
+        tokio::time::sleep(common::QUIET).await;
+        let now = lp::message_count(&ch, &q).await;
+        if now == ready {
+            break;
+        }
+        ready = now;
+    }
+    assert!(
+        ready >= MESSAGES / 2,
+        "only {ready} of {MESSAGES} still queued"
+    );
+    drop(reader);
+}

@@ -38,12 +38,16 @@ struct Consumer {
     credit: Option<Arc<ChannelCredit>>,
     /// Unacked deliveries (ack mode) or deliveries whose credit is not yet returned (no-ack).
     in_flight: u32,
+    /// No-ack only: the bytes of those deliveries, against `window_bytes` (0 = unlimited).
+    in_flight_bytes: u64,
+    window_bytes: u64,
     sched: Sched,
 }
 
 impl Consumer {
     fn has_own_credit(&self) -> bool {
-        self.prefetch == 0 || self.in_flight < self.prefetch
+        let count_ok = self.prefetch == 0 || self.in_flight < self.prefetch;
+        count_ok && (self.window_bytes == 0 || self.in_flight_bytes < self.window_bytes)
     }
 }
 
@@ -130,6 +134,8 @@ impl Consumers {
                 spec.channel_credit
             },
             in_flight: 0,
+            in_flight_bytes: 0,
+            window_bytes: if spec.no_ack { spec.window_bytes } else { 0 },
             sched: if standby { Sched::Standby } else { Sched::Ring },
         };
         let slot = self.alloc(consumer);
@@ -267,12 +273,15 @@ impl Consumers {
         None
     }
 
-    /// The claimed consumer was given a message: count it and take its turn.
-    pub fn delivered(&mut self, claim: &Claim) {
+    /// The claimed consumer was given a message of `bytes`: count it and take its turn.
+    pub fn delivered(&mut self, claim: &Claim, bytes: u64) {
         let Some(c) = self.get_mut(claim.holder) else {
             return;
         };
         c.in_flight += 1;
+        if c.no_ack {
+            c.in_flight_bytes += bytes;
+        }
         debug_assert!(
             c.prefetch == 0 || c.in_flight <= c.prefetch,
             "in flight beyond prefetch"
@@ -294,12 +303,17 @@ impl Consumers {
         self.wake(holder.slot);
     }
 
-    /// The connection flushed `n` no-ack deliveries of `id`.
-    pub fn return_credit(&mut self, id: ConsumerId, n: u32) {
+    /// The connection flushed `n` no-ack deliveries of `id`, of `bytes` in all.
+    pub fn return_credit(&mut self, id: ConsumerId, n: u32, bytes: u64) {
         let Some(&slot) = self.by_id.get(&id) else {
             return;
         };
-        if self.get(slot).is_some_and(|c| c.no_ack) {
+        let Some(c) = self.get_mut(ConsumerRef { slot, id }) else {
+            return;
+        };
+        if c.no_ack {
+            debug_assert!(c.in_flight_bytes >= bytes, "returned more bytes than sent");
+            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(bytes);
             self.settled(ConsumerRef { slot, id }, n);
         }
     }

@@ -36,6 +36,7 @@ fn spec(id: u64, channel: ChannelKey) -> ConsumerSpec {
         channel,
         priority: 0,
         prefetch: 0,
+        window_bytes: 0,
         no_ack: false,
         exclusive: false,
         channel_credit: None,
@@ -232,10 +233,34 @@ fn no_ack_deliveries_leave_the_queue_and_use_the_flow_window() {
         dispatch(&mut q).is_empty(),
         "the window is closed until the writer flushes"
     );
-    q.return_credit(ConsumerId(1), 1);
+    q.return_credit(ConsumerId(1), 1, 0);
     assert_eq!(dispatch(&mut q).len(), 1);
-    q.return_credit(ConsumerId(1), 2);
+    q.return_credit(ConsumerId(1), 2, 0);
     assert_eq!(dispatch(&mut q).len(), 2);
+}
+
+#[test]
+fn a_no_ack_window_in_bytes_stops_delivery_once_it_is_full() {
+    let mut q = queue();
+    let big = Message::size_bytes(&msg("m0")) as u64;
+    // Room for two messages by count many times over, but 2.5 messages by size.
+    q.add_consumer(ConsumerSpec {
+        no_ack: true,
+        window_bytes: big * 5 / 2,
+        ..with_prefetch(1, CH1, 100)
+    })
+    .unwrap();
+    fill(&mut q, 6);
+    assert_eq!(
+        dispatch(&mut q).len(),
+        3,
+        "the third goes while below the window"
+    );
+    assert!(dispatch(&mut q).is_empty(), "the window is full");
+    q.return_credit(ConsumerId(1), 1, big);
+    assert_eq!(dispatch(&mut q).len(), 1, "one message's worth came back");
+    q.return_credit(ConsumerId(1), 3, 3 * big);
+    assert_eq!(dispatch(&mut q).len(), 2, "the rest of the queue");
 }
 
 #[test]
@@ -244,8 +269,8 @@ fn returned_credit_for_unknown_or_ack_mode_consumers_is_ignored() {
     q.add_consumer(with_prefetch(1, CH1, 1)).unwrap();
     fill(&mut q, 2);
     assert_eq!(dispatch(&mut q).len(), 1);
-    q.return_credit(ConsumerId(1), 1);
-    q.return_credit(ConsumerId(99), 1);
+    q.return_credit(ConsumerId(1), 1, 0);
+    q.return_credit(ConsumerId(99), 1, 0);
     assert!(
         dispatch(&mut q).is_empty(),
         "only an ack frees an ack-mode consumer"

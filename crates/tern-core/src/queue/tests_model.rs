@@ -256,6 +256,8 @@ impl Harness {
             channel: ch,
             priority,
             prefetch,
+            // The byte window has its own unit tests; here only the count window applies.
+            window_bytes: 0,
             no_ack,
             exclusive,
             channel_credit,
@@ -373,7 +375,7 @@ impl Harness {
         // The server returns only what it was given.
         let n = n.min(c.in_flight);
         c.in_flight -= n;
-        self.q.return_credit(c.id, n);
+        self.q.return_credit(c.id, n, 0);
     }
 
     fn set(&mut self, id: MsgId, state: State) {

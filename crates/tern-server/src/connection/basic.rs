@@ -432,6 +432,7 @@ impl Connection {
         };
         let max = self.broker.config.max_consumers_per_channel;
         let no_ack_credit = self.broker.config.no_ack_credit;
+        let no_ack_credit_bytes = self.broker.config.no_ack_credit_bytes;
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
@@ -456,6 +457,7 @@ impl Connection {
             } else {
                 u32::from(channel.consumer_prefetch)
             },
+            window_bytes: no_ack_credit_bytes,
             no_ack: m.no_ack,
             exclusive: m.exclusive,
             channel_credit: if m.no_ack {

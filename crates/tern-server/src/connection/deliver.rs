@@ -100,26 +100,41 @@ impl Unacked {
     }
 }
 
+/// No-ack deliveries written since the last flush, for one consumer: returned to its queue
+/// once the write is done.
+pub struct NoAckCredit {
+    queue: QueueHandle,
+    consumer: ConsumerId,
+    n: u32,
+    bytes: u64,
+}
+
 impl Connection {
     /// Write a queue's deliveries as basic.deliver frames; requeue any for consumers that are
     /// gone (cancelled or channel closed while the deliveries were in flight).
     pub(super) async fn deliver(&mut self, queue: QueueHandle, deliveries: Vec<Delivery>) {
         let mut orphans: Vec<Delivery> = Vec::new();
-        let mut no_ack: Vec<(ConsumerId, u32)> = Vec::new();
+        let mut no_ack: Vec<(ConsumerId, u32, u64)> = Vec::new();
         for d in deliveries {
             if !self.deliver_one(&d) {
                 orphans.push(d);
                 continue;
             }
             if d.no_ack {
+                let bytes = d.message.size_bytes() as u64;
                 match no_ack.last_mut() {
-                    Some((c, n)) if *c == d.consumer => *n += 1,
-                    _ => no_ack.push((d.consumer, 1)),
+                    Some((c, n, b)) if *c == d.consumer => (*n, *b) = (*n + 1, *b + bytes),
+                    _ => no_ack.push((d.consumer, 1, bytes)),
                 }
             }
         }
-        for (consumer, n) in no_ack {
-            self.noack_credit.push((queue.clone(), consumer, n));
+        for (consumer, n, bytes) in no_ack {
+            self.noack_credit.push(NoAckCredit {
+                queue: queue.clone(),
+                consumer,
+                n,
+                bytes,
+            });
         }
         if !orphans.is_empty() {
             self.requeue_orphans(&queue, orphans).await;
@@ -183,8 +198,10 @@ impl Connection {
 
     /// After a write: give no-ack consumers their window back for what was flushed.
     pub(super) async fn after_flush(&mut self) {
-        for (queue, consumer, n) in std::mem::take(&mut self.noack_credit) {
-            let _ = queue.send(QueueCmd::ReturnCredit { consumer, n }).await;
+        for c in std::mem::take(&mut self.noack_credit) {
+            let (consumer, n, bytes) = (c.consumer, c.n, c.bytes);
+            let cmd = QueueCmd::ReturnCredit { consumer, n, bytes };
+            let _ = c.queue.send(cmd).await;
         }
     }
 

@@ -111,7 +111,7 @@ pub struct Connection {
     route_cache: basic::RouteCache,
     pending: PendingBatches,
     /// No-ack deliveries written since the last flush, per (queue, consumer).
-    noack_credit: Vec<(crate::queue_actor::QueueHandle, ConsumerId, u32)>,
+    noack_credit: Vec<deliver::NoAckCredit>,
     out: BytesMut,
     /// Set once connection.close was sent or received: only close / close-ok matter now.
     closing: bool,

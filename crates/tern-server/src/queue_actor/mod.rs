@@ -51,6 +51,7 @@ pub enum QueueCmd {
     ReturnCredit {
         consumer: ConsumerId,
         n: u32,
+        bytes: u64,
     },
     Get {
         channel: ChannelKey,
@@ -264,7 +265,9 @@ impl QueueActor {
                 ids,
                 requeue,
             } => self.state.reject(channel, &ids, requeue),
-            QueueCmd::ReturnCredit { consumer, n } => self.state.return_credit(consumer, n),
+            QueueCmd::ReturnCredit { consumer, n, bytes } => {
+                self.state.return_credit(consumer, n, bytes)
+            }
             QueueCmd::Get {
                 channel,
                 no_ack,
