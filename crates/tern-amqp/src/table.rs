@@ -123,6 +123,11 @@ impl ShortStr {
         &self.0
     }
 
+    /// The bytes as a slice: the form maps keyed by `ShortStr` are searched by.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -142,6 +147,14 @@ impl From<&str> for ShortStr {
 impl From<String> for ShortStr {
     fn from(s: String) -> Self {
         Self::from_string_lossy(s)
+    }
+}
+
+/// Hash and equality are those of the bytes, so maps keyed by `ShortStr` are searched by
+/// `&[u8]`.
+impl std::borrow::Borrow<[u8]> for ShortStr {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 

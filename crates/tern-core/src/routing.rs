@@ -1,17 +1,27 @@
 //! Routing: the immutable snapshot publishers route through, and the matchers behind it.
 //!
-//! The metadata state machine compiles each exchange with its bindings into a
+//! The metadata state machine keeps each exchange compiled with its bindings as a
 //! [`CompiledExchange`] (a hash map for direct, a list for fanout, a trie for topic, a binding list
-//! for headers, a ring for consistent hash) whenever they change, and assembles them into a
-//! [`RoutingSnapshot`]. Routing then only reads: hash lookups, no locks, and no allocation on the
-//! direct and fanout paths beyond pushing into the caller's vector.
+//! for headers, a ring for consistent hash), updating it one binding at a time, and a
+//! [`RoutingSnapshot`] is a cheap clone of those tables: they share their storage
+//! (`cow_map`, the persistent topic trie), so a change copies only what it touches and never
+//! disturbs a snapshot a publisher still holds. Routing then only reads: hash lookups, no locks,
+//! and no allocation on the direct and fanout paths beyond pushing into the caller's vector.
 //!
 //! Exchange-to-exchange bindings and alternate exchanges are followed the way RabbitMQ's
 //! `rabbit_exchange:route/2` does: each exchange is visited at most once, an exchange's alternate
 //! is tried only when the exchange itself matched nothing, and a queue reached twice gets one copy.
+//!
+//! - `cow_map`: the sharded copy-on-write hash map under the tables.
+//! - `exchange`: one exchange's matcher, kept up to date binding by binding.
+//! - `targets`: the destinations one match yields, counted per binding.
+//! - `topic`, `headers`, `hash`: the topic trie, headers matching, the consistent-hash ring.
 
+mod cow_map;
+mod exchange;
 mod hash;
 mod headers;
+mod targets;
 #[cfg(test)]
 mod tests;
 mod topic;
@@ -19,11 +29,14 @@ mod topic;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tern_amqp::{AmqpError, BasicProperties, FieldTable, FieldValue, ReplyCode};
+use tern_amqp::{AmqpError, BasicProperties, FieldTable, FieldValue, ReplyCode, ShortStr};
 
 use crate::message::Message;
-use crate::meta::{Binding, ExchangeDef};
 use crate::names::{ExchangeName, QueueName, VhostName};
+
+use cow_map::CowMap;
+pub(crate) use exchange::CompiledExchange;
+pub(crate) use targets::Targets;
 
 pub(crate) use hash::{parse_weight, validate_exchange as validate_hash_exchange};
 pub(crate) use headers::{
@@ -88,168 +101,6 @@ pub(crate) struct RouteInput<'a> {
     pub(crate) properties: Option<&'a BasicProperties>,
 }
 
-/// The destinations one match yields, each sorted and listed once.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Targets {
-    pub(crate) queues: Vec<QueueName>,
-    pub(crate) exchanges: Vec<ExchangeName>,
-}
-
-impl Targets {
-    fn add(&mut self, destination: &Destination) {
-        match destination {
-            Destination::Queue(q) => self.queues.push(q.clone()),
-            Destination::Exchange(x) => self.exchanges.push(x.clone()),
-        }
-    }
-
-    fn of(destination: &Destination) -> Self {
-        let mut t = Targets::default();
-        t.add(destination);
-        t
-    }
-
-    fn finish(&mut self) {
-        self.queues.sort_unstable();
-        self.queues.dedup();
-        self.exchanges.sort_unstable();
-        self.exchanges.dedup();
-        self.queues.shrink_to_fit();
-        self.exchanges.shrink_to_fit();
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queues.is_empty() && self.exchanges.is_empty()
-    }
-}
-
-#[derive(Debug)]
-enum Matcher {
-    Direct(HashMap<Box<str>, Targets>),
-    Fanout(Targets),
-    Topic(topic::TopicTrie),
-    Headers(Vec<headers::HeadersBinding>),
-    Hash(hash::HashRing),
-}
-
-impl Matcher {
-    fn new(def: &ExchangeDef, bindings: &[Binding]) -> Self {
-        match def.kind {
-            ExchangeKind::Direct => {
-                let mut keys: HashMap<Box<str>, Targets> = HashMap::new();
-                for b in bindings {
-                    keys.entry(Box::from(b.routing_key.as_str()))
-                        .or_default()
-                        .add(&b.destination);
-                }
-                keys.values_mut().for_each(Targets::finish);
-                Matcher::Direct(keys)
-            }
-            ExchangeKind::Fanout => {
-                let mut all = Targets::default();
-                bindings.iter().for_each(|b| all.add(&b.destination));
-                all.finish();
-                Matcher::Fanout(all)
-            }
-            ExchangeKind::Topic => {
-                let mut trie = topic::TopicTrie::default();
-                for b in bindings {
-                    trie.targets_mut(&b.routing_key).add(&b.destination);
-                }
-                trie.finish();
-                Matcher::Topic(trie)
-            }
-            ExchangeKind::Headers => Matcher::Headers(
-                bindings
-                    .iter()
-                    .map(|b| {
-                        headers::HeadersBinding::new(&b.arguments, Targets::of(&b.destination))
-                    })
-                    .collect(),
-            ),
-            ExchangeKind::ConsistentHash => {
-                let mut ring = hash::HashRing::new(hash::HashOn::of(&def.arguments));
-                for b in bindings {
-                    let weight = hash::parse_weight(&b.routing_key).unwrap_or(0);
-                    ring.push(weight, Targets::of(&b.destination));
-                }
-                Matcher::Hash(ring)
-            }
-        }
-    }
-
-    /// Calls `visit` with each non-empty set of destinations the message matches.
-    fn for_each_match<'a>(&'a self, input: &RouteInput<'_>, mut visit: impl FnMut(&'a Targets)) {
-        let mut visit_some = |t: &'a Targets| {
-            if !t.is_empty() {
-                visit(t)
-            }
-        };
-        match self {
-            Matcher::Direct(keys) => keys.get(input.routing_key).into_iter().for_each(visit_some),
-            Matcher::Fanout(all) => visit_some(all),
-            Matcher::Topic(trie) => trie.for_each_match(input.routing_key, &mut visit_some),
-            Matcher::Headers(bindings) => bindings
-                .iter()
-                .filter(|b| b.matches(input.headers))
-                .for_each(|b| visit_some(&b.targets)),
-            Matcher::Hash(ring) => ring.pick(input).into_iter().for_each(visit_some),
-        }
-    }
-
-    /// Whether the result depends on more than the exchange and the routing key.
-    fn reads_message(&self) -> bool {
-        match self {
-            Matcher::Headers(_) => true,
-            Matcher::Hash(ring) => ring.on().reads_message(),
-            _ => false,
-        }
-    }
-
-    /// Every exchange a match can lead to.
-    fn exchange_destinations(&self) -> Vec<&ExchangeName> {
-        let mut all: Vec<&Targets> = Vec::new();
-        match self {
-            Matcher::Direct(keys) => all.extend(keys.values()),
-            Matcher::Fanout(t) => all.push(t),
-            Matcher::Topic(trie) => all.extend(trie.all_targets()),
-            Matcher::Headers(bindings) => all.extend(bindings.iter().map(|b| &b.targets)),
-            Matcher::Hash(ring) => all.extend(ring.all_targets()),
-        }
-        all.into_iter().flat_map(|t| t.exchanges.iter()).collect()
-    }
-}
-
-/// One exchange with its bindings, ready to route.
-#[derive(Debug)]
-pub(crate) struct CompiledExchange {
-    name: ExchangeName,
-    internal: bool,
-    alternate: Option<ExchangeName>,
-    matcher: Matcher,
-}
-
-impl CompiledExchange {
-    /// `bindings` are the exchange's bindings as source, in the order they were made.
-    pub(crate) fn new(def: &ExchangeDef, bindings: &[Binding]) -> Self {
-        debug_assert!(bindings.iter().all(|b| b.source == def.name));
-        CompiledExchange {
-            name: def.name.clone(),
-            internal: def.internal,
-            alternate: alternate_exchange(&def.arguments),
-            matcher: Matcher::new(def, bindings),
-        }
-    }
-
-    /// Exchanges this one routes on to: its exchange-to-exchange destinations and alternate.
-    fn links(&self) -> impl Iterator<Item = &ExchangeName> {
-        self.matcher
-            .exchange_destinations()
-            .into_iter()
-            .chain(self.alternate.as_ref())
-    }
-}
-
 /// The `alternate-exchange` argument, when it is a long string (RabbitMQ ignores other types
 /// here; declaring with one is refused).
 pub(crate) fn alternate_exchange(arguments: &FieldTable) -> Option<ExchangeName> {
@@ -261,63 +112,92 @@ pub(crate) fn alternate_exchange(arguments: &FieldTable) -> Option<ExchangeName>
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct RouteEntry {
     exchange: Arc<CompiledExchange>,
     /// No exchange reachable from here reads headers or properties.
     cacheable: bool,
 }
 
-/// The exchanges of one vhost.
-#[derive(Debug, Default)]
+/// The exchanges of one vhost. The metadata keeps one up to date, change by change, and a
+/// snapshot holds a clone (sharing all it did not change).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct VhostRoutes {
-    exchanges: HashMap<Box<str>, RouteEntry>,
+    exchanges: CowMap<ShortStr, RouteEntry>,
 }
 
 impl VhostRoutes {
-    pub(crate) fn new<'a>(exchanges: impl IntoIterator<Item = &'a Arc<CompiledExchange>>) -> Self {
-        let exchanges: HashMap<Box<str>, RouteEntry> = exchanges
-            .into_iter()
-            .map(|x| {
-                let entry = RouteEntry {
-                    exchange: x.clone(),
-                    cacheable: true,
-                };
-                (Box::from(x.name.as_str()), entry)
-            })
-            .collect();
-        let mut routes = VhostRoutes { exchanges };
-        routes.mark_uncacheable();
-        routes
+    /// Add or replace an exchange. Call [`mark_cacheable`](Self::mark_cacheable) once the
+    /// exchange graph's changes are all in.
+    pub(crate) fn put(&mut self, exchange: CompiledExchange) {
+        let entry = RouteEntry {
+            exchange: Arc::new(exchange),
+            cacheable: false,
+        };
+        self.exchanges.insert(entry.exchange.name.0.clone(), entry);
+    }
+
+    pub(crate) fn remove(&mut self, name: &ExchangeName) {
+        self.exchanges.remove(name.0.as_slice());
+    }
+
+    /// An exchange to change in place (copied first if a snapshot shares it).
+    pub(crate) fn exchange_mut(&mut self, name: &ExchangeName) -> Option<&mut CompiledExchange> {
+        let entry = self.exchanges.get_mut(name.0.as_slice())?;
+        Some(Arc::make_mut(&mut entry.exchange))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn exchange(&self, name: &ExchangeName) -> Option<&CompiledExchange> {
+        self.get_bytes(name.0.as_slice())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cacheable(&self, name: &ExchangeName) -> Option<bool> {
+        self.exchanges.get(name.0.as_slice()).map(|e| e.cacheable)
     }
 
     /// Exchanges from which a message-reading exchange can be reached are not cacheable: walk
-    /// the links backwards from every message-reading exchange.
-    fn mark_uncacheable(&mut self) {
-        let mut reverse: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut pending: Vec<&str> = Vec::new();
-        for (name, entry) in &self.exchanges {
-            for link in entry.exchange.links() {
-                reverse.entry(link.as_str()).or_default().push(name);
+    /// the links backwards from every message-reading exchange. O(exchanges + links): run when
+    /// the exchange graph changed, not per binding to a queue.
+    pub(crate) fn mark_cacheable(&mut self) {
+        let mut reverse: HashMap<&ExchangeName, Vec<&ExchangeName>> = HashMap::new();
+        let mut pending: Vec<&ExchangeName> = Vec::new();
+        for entry in self.exchanges.values() {
+            let x = &entry.exchange;
+            for link in x.links() {
+                reverse.entry(link).or_default().push(&x.name);
             }
-            if entry.exchange.matcher.reads_message() {
-                pending.push(name);
+            if x.reads_message() {
+                pending.push(&x.name);
             }
         }
-        let mut uncacheable: HashSet<Box<str>> = HashSet::new();
+        let mut uncacheable: HashSet<ExchangeName> = HashSet::new();
         while let Some(name) = pending.pop() {
-            if uncacheable.insert(Box::from(name)) {
+            if uncacheable.insert(name.clone()) {
                 pending.extend(reverse.get(name).into_iter().flatten().copied());
             }
         }
-        for name in uncacheable {
-            if let Some(entry) = self.exchanges.get_mut(&name) {
-                entry.cacheable = false;
+        let stale: Vec<(ShortStr, bool)> = self
+            .exchanges
+            .iter()
+            .filter_map(|(key, e)| {
+                let cacheable = !uncacheable.contains(&e.exchange.name);
+                (e.cacheable != cacheable).then(|| (key.clone(), cacheable))
+            })
+            .collect();
+        for (key, cacheable) in stale {
+            if let Some(entry) = self.exchanges.get_mut(key.as_slice()) {
+                entry.cacheable = cacheable;
             }
         }
     }
 
-    fn get(&self, name: &str) -> Option<&CompiledExchange> {
+    fn get_bytes(&self, name: &[u8]) -> Option<&CompiledExchange> {
         self.exchanges.get(name).map(|e| &*e.exchange)
     }
 
@@ -327,11 +207,11 @@ impl VhostRoutes {
         let mut groups = 0usize;
         // Both stay unallocated unless another exchange is reached.
         let mut pending: Vec<&CompiledExchange> = Vec::new();
-        let mut seen: Vec<&str> = vec![];
+        let mut seen: Vec<&[u8]> = vec![];
         let mut current = start;
         loop {
             let mut matched = false;
-            current.matcher.for_each_match(input, |t| {
+            current.for_each_match(input, |t| {
                 matched = true;
                 groups += 1;
                 out.extend(t.queues.iter().cloned());
@@ -358,14 +238,15 @@ impl VhostRoutes {
         &'a self,
         start: &CompiledExchange,
         name: &ExchangeName,
-        seen: &mut Vec<&'a str>,
+        seen: &mut Vec<&'a [u8]>,
         pending: &mut Vec<&'a CompiledExchange>,
     ) {
-        if *name == start.name || seen.contains(&name.as_str()) {
+        let name = name.0.as_slice();
+        if name == start.name.0.as_slice() || seen.contains(&name) {
             return;
         }
-        if let Some((key, entry)) = self.exchanges.get_key_value(name.as_str()) {
-            seen.push(key);
+        if let Some((key, entry)) = self.exchanges.get_key_value(name) {
+            seen.push(key.as_slice());
             pending.push(&entry.exchange);
         }
     }
@@ -448,7 +329,7 @@ impl RoutingSnapshot {
             .get(vhost)
             .ok_or_else(|| no_exchange(vhost, exchange))?;
         let start = routes
-            .get(exchange)
+            .get_bytes(exchange.as_bytes())
             .ok_or_else(|| no_exchange(vhost, exchange))?;
         if start.internal {
             let text =
@@ -471,7 +352,7 @@ impl RoutingSnapshot {
         let entry = self
             .vhosts
             .get(vhost)
-            .and_then(|r| r.exchanges.get(exchange));
+            .and_then(|r| r.exchanges.get(exchange.as_bytes()));
         entry.is_some_and(|e| e.cacheable)
     }
 }

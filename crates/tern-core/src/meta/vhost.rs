@@ -7,25 +7,35 @@ use std::sync::Arc;
 
 use tern_amqp::FieldTable;
 
+use super::bindings::BindingSet;
 use super::{Binding, ExchangeDef, QueueDef};
 use crate::names::{ExchangeName, QueueName};
 use crate::routing::{CompiledExchange, Destination, ExchangeKind, VhostRoutes};
+
+/// A change the routing tables must follow.
+#[derive(Debug)]
+pub(crate) enum RouteChange {
+    Bound(Binding),
+    Unbound(Binding),
+    /// Declared or deleted: compiled afresh from what it is at the end of the command.
+    Exchange(ExchangeName),
+}
 
 /// What a command did, beyond its outcome.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
     /// Some definition changed: the generation moves on.
     pub(crate) changed: bool,
-    /// Exchanges to recompile (bindings changed, declared or deleted).
-    pub(crate) dirty: BTreeSet<ExchangeName>,
+    /// For the routing tables, in the order they happened.
+    pub(crate) routes: Vec<RouteChange>,
     /// Auto-delete exchanges deleted because their last binding went, in deletion order.
     pub(crate) auto_deleted: Vec<ExchangeName>,
 }
 
 impl Effects {
-    fn touch(&mut self, exchange: &ExchangeName) {
+    fn route(&mut self, change: RouteChange) {
         self.changed = true;
-        self.dirty.insert(exchange.clone());
+        self.routes.push(change);
     }
 }
 
@@ -44,11 +54,11 @@ const DEFAULT_EXCHANGES: &[(&str, ExchangeKind, bool)] = &[
 pub(crate) struct VhostState {
     exchanges: BTreeMap<ExchangeName, ExchangeDef>,
     queues: BTreeMap<QueueName, QueueDef>,
-    /// Bindings by source, in the order they were made. Never holds an empty list.
-    outbound: BTreeMap<ExchangeName, Vec<Binding>>,
+    /// Bindings by source. Never holds an empty set.
+    outbound: BTreeMap<ExchangeName, BindingSet>,
     /// For each destination, the exchanges with at least one binding to it.
     inbound: BTreeMap<Destination, BTreeSet<ExchangeName>>,
-    compiled: BTreeMap<ExchangeName, Arc<CompiledExchange>>,
+    /// Every exchange compiled, kept up to date change by change; snapshots share it.
     routes: Arc<VhostRoutes>,
 }
 
@@ -59,7 +69,6 @@ impl VhostState {
             queues: BTreeMap::new(),
             outbound: BTreeMap::new(),
             inbound: BTreeMap::new(),
-            compiled: BTreeMap::new(),
             routes: Arc::default(),
         };
         let mut fx = Effects::default();
@@ -74,7 +83,7 @@ impl VhostState {
             };
             vh.insert_exchange(def, &mut fx);
         }
-        vh.refresh(&fx.dirty);
+        vh.refresh(fx.routes);
         vh
     }
 
@@ -95,7 +104,7 @@ impl VhostState {
     }
 
     pub(crate) fn bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.outbound.values().flatten()
+        self.outbound.values().flat_map(BindingSet::iter)
     }
 
     pub(crate) fn routes(&self) -> Arc<VhostRoutes> {
@@ -115,7 +124,7 @@ impl VhostState {
     }
 
     pub(crate) fn insert_exchange(&mut self, def: ExchangeDef, fx: &mut Effects) {
-        fx.touch(&def.name);
+        fx.route(RouteChange::Exchange(def.name.clone()));
         self.exchanges.insert(def.name.clone(), def);
     }
 
@@ -128,34 +137,32 @@ impl VhostState {
     pub(crate) fn add_binding(&mut self, binding: Binding, fx: &mut Effects) -> bool {
         debug_assert!(self.exchanges.contains_key(&binding.source));
         debug_assert!(self.destination_exists(&binding.destination));
-        let list = self.outbound.entry(binding.source.clone()).or_default();
-        if list.contains(&binding) {
+        let set = self.outbound.entry(binding.source.clone()).or_default();
+        if !set.insert(binding.clone()) {
             return false;
         }
         let sources = self.inbound.entry(binding.destination.clone()).or_default();
         sources.insert(binding.source.clone());
-        fx.touch(&binding.source);
-        list.push(binding);
+        fx.route(RouteChange::Bound(binding));
         true
     }
 
     /// Remove a binding; false if there was none. May auto-delete its source.
     pub(crate) fn remove_binding(&mut self, binding: &Binding, fx: &mut Effects) -> bool {
-        let Some(list) = self.outbound.get_mut(&binding.source) else {
+        let Some(set) = self.outbound.get_mut(&binding.source) else {
             return false;
         };
-        let Some(position) = list.iter().position(|b| b == binding) else {
+        let Some(removed) = set.remove(binding) else {
             return false;
         };
-        list.remove(position);
-        let still_linked = list.iter().any(|b| b.destination == binding.destination);
-        if list.is_empty() {
+        let still_linked = set.links_to(&binding.destination);
+        if set.is_empty() {
             self.outbound.remove(&binding.source);
         }
         if !still_linked {
             self.unlink(&binding.destination, &binding.source);
         }
-        fx.touch(&binding.source);
+        fx.route(RouteChange::Unbound(removed));
         self.cascade(vec![binding.source.clone()], fx);
         true
     }
@@ -190,8 +197,8 @@ impl VhostState {
         candidates: &mut Vec<ExchangeName>,
     ) {
         self.exchanges.remove(name);
-        fx.touch(name);
-        for binding in self.outbound.remove(name).unwrap_or_default() {
+        fx.route(RouteChange::Exchange(name.clone()));
+        for binding in self.outbound.remove(name).unwrap_or_default().iter() {
             self.unlink(&binding.destination, name);
         }
         self.detach(&Destination::Exchange(name.clone()), fx, candidates);
@@ -205,13 +212,14 @@ impl VhostState {
         candidates: &mut Vec<ExchangeName>,
     ) {
         for source in self.inbound.remove(destination).unwrap_or_default() {
-            if let Some(list) = self.outbound.get_mut(&source) {
-                list.retain(|b| b.destination != *destination);
-                if list.is_empty() {
+            if let Some(set) = self.outbound.get_mut(&source) {
+                for removed in set.remove_to(destination) {
+                    fx.route(RouteChange::Unbound(removed));
+                }
+                if set.is_empty() {
                     self.outbound.remove(&source);
                 }
             }
-            fx.touch(&source);
             candidates.push(source);
         }
     }
@@ -237,36 +245,76 @@ impl VhostState {
         }
     }
 
-    /// Recompile the `dirty` exchanges and republish this vhost's routes.
-    pub(crate) fn refresh(&mut self, dirty: &BTreeSet<ExchangeName>) {
-        if dirty.is_empty() {
+    /// Bring the routing tables up to date with `changes`, the effects of one command. An
+    /// exchange declared or deleted is compiled afresh from its final state (its bindings'
+    /// changes are then already in it); every other change is applied one binding at a time.
+    pub(crate) fn refresh(&mut self, changes: Vec<RouteChange>) {
+        if changes.is_empty() {
             return;
         }
-        for name in dirty {
+        let rebuilt: BTreeSet<ExchangeName> = changes
+            .iter()
+            .filter_map(|c| match c {
+                RouteChange::Exchange(x) => Some(x.clone()),
+                _ => None,
+            })
+            .collect();
+        let routes = Arc::make_mut(&mut self.routes);
+        let mut graph_changed = !rebuilt.is_empty();
+        for name in &rebuilt {
             match self.exchanges.get(name) {
                 Some(def) => {
-                    let bindings = self.outbound.get(name).map_or(&[][..], Vec::as_slice);
-                    let compiled = Arc::new(CompiledExchange::new(def, bindings));
-                    self.compiled.insert(name.clone(), compiled);
+                    let bindings = self
+                        .outbound
+                        .get(name)
+                        .into_iter()
+                        .flat_map(BindingSet::iter);
+                    routes.put(CompiledExchange::new(def, bindings));
                 }
-                None => {
-                    self.compiled.remove(name);
-                }
+                None => routes.remove(name),
             }
         }
-        self.routes = Arc::new(VhostRoutes::new(self.compiled.values()));
-        debug_assert_eq!(self.compiled.len(), self.exchanges.len());
+        for change in changes {
+            let (binding, bound) = match change {
+                RouteChange::Bound(b) => (b, true),
+                RouteChange::Unbound(b) => (b, false),
+                RouteChange::Exchange(_) => continue,
+            };
+            if rebuilt.contains(&binding.source) {
+                continue;
+            }
+            graph_changed |= matches!(binding.destination, Destination::Exchange(_));
+            let Some(x) = routes.exchange_mut(&binding.source) else {
+                debug_assert!(false, "binding from an uncompiled exchange {binding:?}");
+                continue;
+            };
+            let all = self
+                .outbound
+                .get(&binding.source)
+                .into_iter()
+                .flat_map(BindingSet::iter);
+            if bound {
+                x.bind(&binding, all);
+            } else {
+                x.unbind(&binding, all);
+            }
+        }
+        if graph_changed {
+            routes.mark_cacheable();
+        }
+        debug_assert_eq!(routes.len(), self.exchanges.len());
     }
 
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
-        for (source, list) in &self.outbound {
-            assert!(!list.is_empty(), "empty binding list for {source}");
+        for (source, set) in &self.outbound {
+            assert!(!set.is_empty(), "empty binding set for {source}");
+            set.check();
             assert!(
                 self.exchanges.contains_key(source),
                 "binding from missing {source}"
             );
-            for b in list {
+            for b in set.iter() {
                 assert!(
                     self.destination_exists(&b.destination),
                     "binding to missing {b:?}"
@@ -281,13 +329,37 @@ impl VhostState {
         for (destination, sources) in &self.inbound {
             assert!(!sources.is_empty());
             for s in sources {
-                let list = self.outbound.get(s).map_or(&[][..], Vec::as_slice);
-                assert!(
-                    list.iter().any(|b| b.destination == *destination),
-                    "stale inbound"
-                );
+                let linked = self
+                    .outbound
+                    .get(s)
+                    .is_some_and(|set| set.links_to(destination));
+                assert!(linked, "stale inbound");
             }
         }
-        assert_eq!(self.compiled.len(), self.exchanges.len());
+        // The tables kept change by change equal tables compiled afresh.
+        assert_eq!(self.routes.len(), self.exchanges.len());
+        let mut fresh = VhostRoutes::default();
+        for (name, def) in &self.exchanges {
+            let bindings = self
+                .outbound
+                .get(name)
+                .into_iter()
+                .flat_map(BindingSet::iter);
+            let fresh_x = CompiledExchange::new(def, bindings);
+            let kept = self
+                .routes
+                .exchange(name)
+                .expect("every exchange is compiled");
+            assert_eq!(kept.canonical(), fresh_x.canonical(), "exchange {name}");
+            fresh.put(fresh_x);
+        }
+        fresh.mark_cacheable();
+        for name in self.exchanges.keys() {
+            assert_eq!(
+                self.routes.cacheable(name),
+                fresh.cacheable(name),
+                "cacheable {name}"
+            );
+        }
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn parse_weight(routing_key: &str) -> Result<u64, String> {
 }
 
 /// The ring of one consistent-hash exchange.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct HashRing {
     on: HashOn,
     /// (end of the binding's bucket range, exclusive; its destination), in binding order.
@@ -105,10 +105,6 @@ impl HashRing {
 
     pub(crate) fn on(&self) -> &HashOn {
         &self.on
-    }
-
-    pub(crate) fn all_targets(&self) -> impl Iterator<Item = &Targets> {
-        self.ranges.iter().map(|r| &r.1)
     }
 
     fn buckets(&self) -> u64 {
@@ -198,18 +194,13 @@ pub(crate) fn jump_consistent_hash(mut key: u64, buckets: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::names::QueueName;
+    use crate::routing::Destination;
     use bytes::Bytes;
 
     fn ring(weights: &[(u64, &str)]) -> HashRing {
         let mut ring = HashRing::new(HashOn::RoutingKey);
         for (w, q) in weights {
-            ring.push(
-                *w,
-                Targets {
-                    queues: vec![QueueName::from(*q)],
-                    exchanges: vec![],
-                },
-            );
+            ring.push(*w, Targets::of(&Destination::Queue(QueueName::from(*q))));
         }
         ring
     }
@@ -323,13 +314,7 @@ mod tests {
         assert_eq!(on, HashOn::Header(ShortStr::from("user")));
         let mut ring = HashRing::new(on);
         for q in ["q1", "q2", "q3"] {
-            ring.push(
-                1,
-                Targets {
-                    queues: vec![QueueName::from(q)],
-                    exchanges: vec![],
-                },
-            );
+            ring.push(1, Targets::of(&Destination::Queue(QueueName::from(q))));
         }
         let mut seen = std::collections::BTreeSet::new();
         for user in 0..200 {

@@ -68,6 +68,8 @@ pub(crate) struct HeadersBinding {
     /// (key, value); None for a void value, which matches presence only.
     keys: Vec<(ShortStr, Option<FieldValue>)>,
     pub(crate) targets: Targets,
+    /// The binding's arguments as bound: with `targets`, which binding this is.
+    arguments: FieldTable,
 }
 
 impl HeadersBinding {
@@ -83,7 +85,13 @@ impl HeadersBinding {
             mode,
             keys,
             targets,
+            arguments: arguments.clone(),
         }
+    }
+
+    /// Whether this is the binding with these arguments to these targets.
+    pub(crate) fn is_binding(&self, arguments: &FieldTable, targets: &Targets) -> bool {
+        self.arguments == *arguments && self.targets == *targets
     }
 
     pub(crate) fn matches(&self, headers: Option<&FieldTable>) -> bool {

@@ -3,26 +3,70 @@
 //! Words are separated by `.`; in a pattern `*` matches exactly one word and `#` zero or more.
 //! As in RabbitMQ (`rabbit_exchange_type_topic:split_topic_key`), the empty key has zero words,
 //! while any other key has one more word than it has dots (so `"a."` is `["a", ""]`).
+//!
+//! The trie is persistent: nodes are `Arc`ed, and adding or removing a pattern copies only the
+//! nodes on its path (and of each, only the child-map shard it touches), so a routing snapshot
+//! that shares the old trie keeps it unchanged and a change costs O(pattern length), not
+//! O(patterns).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::Targets;
+use tern_amqp::ShortStr;
 
-#[derive(Debug, Default)]
+use super::cow_map::CowMap;
+use super::{Destination, Targets};
+
+#[derive(Clone, Debug, Default)]
 struct Node {
     /// Literal words.
-    words: HashMap<Box<str>, usize>,
-    star: Option<usize>,
-    hash: Option<usize>,
-    /// Index into `TopicTrie::targets` for patterns that end here.
-    targets: Option<usize>,
+    words: CowMap<ShortStr, Arc<Node>>,
+    star: Option<Arc<Node>>,
+    hash: Option<Arc<Node>>,
+    /// The destinations of the patterns that end here.
+    targets: Targets,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+            && self.words.len() == 0
+            && self.star.is_none()
+            && self.hash.is_none()
+    }
+
+    fn child(&self, word: &str) -> Option<&Arc<Node>> {
+        match word {
+            "*" => self.star.as_ref(),
+            "#" => self.hash.as_ref(),
+            _ => self.words.get(word.as_bytes()),
+        }
+    }
+
+    fn child_mut(&mut self, word: &str) -> &mut Arc<Node> {
+        match word {
+            "*" => self.star.get_or_insert_with(Arc::default),
+            "#" => self.hash.get_or_insert_with(Arc::default),
+            _ => self
+                .words
+                .get_or_insert_with(ShortStr::from(word), Arc::default),
+        }
+    }
+
+    fn remove_child(&mut self, word: &str) {
+        match word {
+            "*" => self.star = None,
+            "#" => self.hash = None,
+            _ => {
+                self.words.remove(word.as_bytes());
+            }
+        }
+    }
 }
 
 /// Every pattern of one topic exchange, sharing prefixes.
-#[derive(Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct TopicTrie {
-    nodes: Vec<Node>,
-    targets: Vec<Targets>,
+    root: Arc<Node>,
 }
 
 /// The words of a key or pattern, RabbitMQ style: `""` has none.
@@ -35,6 +79,18 @@ pub(crate) fn words(key: &str) -> impl Iterator<Item = &str> {
     parts.into_iter().flatten()
 }
 
+/// The words of a pattern as the trie stores it: consecutive `#` words collapse into one, since
+/// they match the same keys and a run of them would make matching exponential.
+fn pattern_words(pattern: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for word in words(pattern) {
+        if !(word == "#" && out.last() == Some(&"#")) {
+            out.push(word);
+        }
+    }
+    out
+}
+
 /// Splits off the first word: `(word, rest)`, `rest` None when it was the last one.
 fn first_word(key: &str) -> (&str, Option<&str>) {
     match key.split_once('.') {
@@ -43,108 +99,123 @@ fn first_word(key: &str) -> (&str, Option<&str>) {
     }
 }
 
-impl Default for TopicTrie {
-    fn default() -> Self {
-        TopicTrie {
-            nodes: vec![Node::default()],
-            targets: Vec::new(),
-        }
-    }
-}
-
 impl TopicTrie {
-    /// The targets for `pattern`, created empty if new. Consecutive `#` words collapse into one:
-    /// they match the same keys, and a run of them would make matching exponential.
-    pub(crate) fn targets_mut(&mut self, pattern: &str) -> &mut Targets {
-        let mut node = 0;
-        let mut previous_was_hash = false;
-        for word in words(pattern) {
-            if word == "#" && previous_was_hash {
-                continue;
-            }
-            previous_was_hash = word == "#";
-            node = self.child(node, word);
+    /// One binding of `pattern` to `destination`.
+    pub(crate) fn add(&mut self, pattern: &str, destination: &Destination) {
+        let mut node = Arc::make_mut(&mut self.root);
+        for word in pattern_words(pattern) {
+            node = Arc::make_mut(node.child_mut(word));
         }
-        let index = match self.nodes[node].targets {
-            Some(i) => i,
-            None => {
-                self.targets.push(Targets::default());
-                let i = self.targets.len() - 1;
-                self.nodes[node].targets = Some(i);
-                i
-            }
-        };
-        &mut self.targets[index]
+        node.targets.add(destination);
     }
 
-    fn child(&mut self, node: usize, word: &str) -> usize {
-        let next = self.nodes.len();
-        let slot = match word {
-            "*" => &mut self.nodes[node].star,
-            "#" => &mut self.nodes[node].hash,
-            _ => {
-                let words = &mut self.nodes[node].words;
-                let index = *words.entry(Box::from(word)).or_insert(next);
-                if index == next {
-                    self.nodes.push(Node::default());
-                }
-                return index;
-            }
-        };
-        match *slot {
-            Some(index) => index,
-            None => {
-                *slot = Some(next);
-                self.nodes.push(Node::default());
-                next
+    /// Undo one `add`; false if there was no such binding. Nodes left empty go.
+    pub(crate) fn remove(&mut self, pattern: &str, destination: &Destination) -> bool {
+        let words = pattern_words(pattern);
+        if !self.contains(&words, destination) {
+            return false;
+        }
+        remove_at(Arc::make_mut(&mut self.root), &words, destination);
+        true
+    }
+
+    fn contains(&self, words: &[&str], destination: &Destination) -> bool {
+        let mut node = &self.root;
+        for word in words {
+            match node.child(word) {
+                Some(child) => node = child,
+                None => return false,
             }
         }
-    }
-
-    pub(crate) fn all_targets(&self) -> impl Iterator<Item = &Targets> {
-        self.targets.iter()
-    }
-
-    /// Sort and deduplicate every target list, once all bindings are in.
-    pub(crate) fn finish(&mut self) {
-        self.targets.iter_mut().for_each(Targets::finish);
+        match destination {
+            Destination::Queue(q) => node.targets.queues.binary_search(q).is_ok(),
+            Destination::Exchange(x) => node.targets.exchanges.binary_search(x).is_ok(),
+        }
     }
 
     /// Calls `visit` for every pattern matching `key` (a pattern matching in several ways may be
     /// visited more than once).
     pub(crate) fn for_each_match<'a>(&'a self, key: &str, visit: &mut impl FnMut(&'a Targets)) {
         let rest = if key.is_empty() { None } else { Some(key) };
-        self.walk(0, rest, visit);
+        walk(&self.root, rest, visit);
     }
 
-    /// `rest` is what is left of the key: None when no words remain.
-    fn walk<'a>(&'a self, node: usize, rest: Option<&str>, visit: &mut impl FnMut(&'a Targets)) {
-        let n = &self.nodes[node];
-        if let Some(hash) = n.hash {
-            // `#` swallows zero words, then one, then two...
-            let mut remaining = rest;
-            loop {
-                self.walk(hash, remaining, visit);
-                match remaining {
-                    Some(s) => remaining = first_word(s).1,
-                    None => break,
-                }
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        fn count(n: &Node) -> usize {
+            1 + n.words.values().map(|c| count(c)).sum::<usize>()
+                + n.star.as_deref().map_or(0, count)
+                + n.hash.as_deref().map_or(0, count)
+        }
+        count(&self.root)
+    }
+
+    /// Every (pattern, targets) in the trie, sorted: what a trie built afresh must equal.
+    #[cfg(test)]
+    pub(crate) fn canonical(&self) -> Vec<(String, Targets)> {
+        fn visit(n: &Node, path: &mut Vec<String>, out: &mut Vec<(String, Targets)>) {
+            n.targets.check();
+            if !n.targets.is_empty() {
+                out.push((path.join("."), n.targets.clone()));
+            }
+            let children = n.words.iter().map(|(w, c)| (w.to_string(), c));
+            let special = [("*", &n.star), ("#", &n.hash)];
+            let special = special
+                .into_iter()
+                .filter_map(|(w, c)| Some((w.to_string(), c.as_ref()?)));
+            for (word, child) in children.chain(special) {
+                assert!(!child.is_empty(), "an empty node was left behind");
+                path.push(word);
+                visit(child, path, out);
+                path.pop();
             }
         }
-        match rest {
-            None => {
-                if let Some(t) = n.targets {
-                    visit(&self.targets[t]);
-                }
+        let mut out = Vec::new();
+        visit(&self.root, &mut Vec::new(), &mut out);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Remove one binding below `node`, which is known to hold it; prune children left empty.
+fn remove_at(node: &mut Node, words: &[&str], destination: &Destination) {
+    let Some((word, rest)) = words.split_first() else {
+        node.targets.remove(destination);
+        return;
+    };
+    let child = Arc::make_mut(node.child_mut(word));
+    remove_at(child, rest, destination);
+    if child.is_empty() {
+        node.remove_child(word);
+    }
+}
+
+/// `rest` is what is left of the key: None when no words remain.
+fn walk<'a>(n: &'a Node, rest: Option<&str>, visit: &mut impl FnMut(&'a Targets)) {
+    if let Some(hash) = &n.hash {
+        // `#` swallows zero words, then one, then two...
+        let mut remaining = rest;
+        loop {
+            walk(hash, remaining, visit);
+            match remaining {
+                Some(s) => remaining = first_word(s).1,
+                None => break,
             }
-            Some(s) => {
-                let (word, tail) = first_word(s);
-                if let Some(&child) = n.words.get(word) {
-                    self.walk(child, tail, visit);
-                }
-                if let Some(star) = n.star {
-                    self.walk(star, tail, visit);
-                }
+        }
+    }
+    match rest {
+        None => {
+            if !n.targets.is_empty() {
+                visit(&n.targets);
+            }
+        }
+        Some(s) => {
+            let (word, tail) = first_word(s);
+            if let Some(child) = n.words.get(word.as_bytes()) {
+                walk(child, tail, visit);
+            }
+            if let Some(star) = &n.star {
+                walk(star, tail, visit);
             }
         }
     }
@@ -169,9 +240,8 @@ mod tests {
     fn trie_with(patterns: &[&str]) -> TopicTrie {
         let mut trie = TopicTrie::default();
         for p in patterns {
-            trie.targets_mut(p).queues.push(QueueName::from(*p));
+            trie.add(p, &Destination::Queue(QueueName::from(*p)));
         }
-        trie.finish();
         trie
     }
 
@@ -280,15 +350,42 @@ mod tests {
     fn shared_prefixes_share_nodes() {
         let trie = trie_with(&["a.b.c", "a.b.d", "a.b"]);
         // root, a, b, c, d
-        assert_eq!(trie.nodes.len(), 5);
+        assert_eq!(trie.node_count(), 5);
     }
 
     #[test]
     fn runs_of_hash_words_collapse() {
         let trie = trie_with(&["#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.a"]);
-        assert_eq!(trie.nodes.len(), 3);
+        assert_eq!(trie.node_count(), 3);
         let key = "x.".repeat(100) + "a";
         assert_eq!(matches(&trie, &key).len(), 1);
+    }
+
+    #[test]
+    fn removing_a_pattern_prunes_its_path_and_leaves_a_snapshot_alone() {
+        let mut trie = trie_with(&["a.b.c", "a.#"]);
+        let snapshot = trie.clone();
+        let dest = Destination::Queue(QueueName::from("a.b.c"));
+        assert!(trie.remove("a.b.c", &dest));
+        assert!(!trie.remove("a.b.c", &dest), "only once");
+        assert_eq!(trie.node_count(), 3, "root, a, #");
+        assert_eq!(matches(&trie, "a.b.c"), ["a.#"]);
+        assert_eq!(matches(&snapshot, "a.b.c"), ["a.#", "a.b.c"]);
+        assert!(trie.remove("a.#", &Destination::Queue(QueueName::from("a.#"))));
+        assert_eq!(trie.node_count(), 1);
+        trie.canonical();
+    }
+
+    #[test]
+    fn a_pattern_bound_twice_matches_until_both_bindings_go() {
+        let mut trie = TopicTrie::default();
+        let dest = Destination::Queue(QueueName::from("q"));
+        trie.add("a.*", &dest);
+        trie.add("a.*", &dest);
+        assert!(trie.remove("a.*", &dest));
+        assert_eq!(matches(&trie, "a.x"), ["q"]);
+        assert!(trie.remove("a.*", &dest));
+        assert!(matches(&trie, "a.x").is_empty());
     }
 
     fn word() -> impl Strategy<Value = String> {
