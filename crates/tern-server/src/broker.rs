@@ -17,6 +17,7 @@ use tern_core::queue::QueueOptions;
 use tern_core::routing::RoutingSnapshot;
 
 use crate::config::Config;
+use crate::direct_reply::ReplyRegistry;
 use crate::queue_actor::{self, QueueHandle};
 use crate::sink::{ConnEvent, ConnSink};
 
@@ -32,6 +33,8 @@ pub struct Broker {
     pub connection_count: AtomicUsize,
     /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
     connections: Mutex<HashMap<ConnectionId, ConnSink>>,
+    /// Direct reply-to consumers, by reply address.
+    pub replies: ReplyRegistry,
 }
 
 /// A read-only view a connection caches: the routing snapshot plus the generation it belongs to.
@@ -53,6 +56,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             connection_count: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
+            replies: ReplyRegistry::default(),
         })
     }
 

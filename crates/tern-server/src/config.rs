@@ -36,6 +36,9 @@ pub struct Config {
     /// Bytes of messages a no-ack consumer may have in flight to its connection's writer: with
     /// large messages this, not the count, bounds the memory a slow no-ack reader holds.
     pub no_ack_credit_bytes: u64,
+    /// Bytes of direct replies (`amq.rabbitmq.reply-to`) a connection may have waiting to be
+    /// written; replies beyond it are dropped (direct reply-to is at most once, as in RabbitMQ).
+    pub direct_reply_backlog_bytes: u64,
     /// Consumers one channel may have.
     pub max_consumers_per_channel: usize,
 }
@@ -57,6 +60,7 @@ impl Default for Config {
             queue_flow_backlog_messages: 8192,
             no_ack_credit: 2000,
             no_ack_credit_bytes: 4 * 1024 * 1024,
+            direct_reply_backlog_bytes: 32 * 1024 * 1024,
             max_consumers_per_channel: 65_536,
         }
     }

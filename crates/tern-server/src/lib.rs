@@ -8,14 +8,19 @@
 //! - `connection`: one client connection: handshake, frame reading, the channel state
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
+//! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
+//!   queue.
+//! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
 //! [`start`] binds the listener and returns a [`ServerHandle`].
 
 mod broker;
 pub mod config;
 mod connection;
+mod direct_reply;
 mod queue_actor;
 mod sink;
+mod token;
 
 pub use config::Config;
 

@@ -1,7 +1,10 @@
 //! What queue actors (and the node) send to a connection task.
 
-use tern_amqp::ReplyCode;
-use tern_core::names::ConsumerId;
+use std::sync::Arc;
+
+use tern_amqp::{ReplyCode, ShortStr};
+use tern_core::message::Message;
+use tern_core::names::{ChannelKey, ConsumerId};
 use tern_core::queue::Delivery;
 use tokio::sync::mpsc;
 
@@ -15,11 +18,17 @@ pub enum ConnEvent {
     },
     /// The queue went away (deleted): tell the client with a server-sent basic.cancel.
     ConsumerCancelled { consumer: ConsumerId },
+    /// A direct reply for the reply consumer with `suffix` on `channel`.
+    DirectReply {
+        channel: ChannelKey,
+        suffix: ShortStr,
+        message: Arc<Message>,
+    },
     /// Close the connection with this code and text (operator action, shutdown).
     Close { code: ReplyCode, text: String },
 }
 
 /// Unbounded because what flows through it is bounded elsewhere: deliveries by consumer credit
 /// (prefetch, or the no-ack window that is returned only once the writer has flushed), the rest
-/// by the number of consumers.
+/// by the number of consumers, direct replies by `direct_reply_backlog_bytes`.
 pub type ConnSink = mpsc::UnboundedSender<ConnEvent>;

@@ -21,6 +21,7 @@ use tern_core::names::{ConsumerId, QueueName};
 use tern_core::queue::{ChannelCredit, ConsumerSpec, MsgId};
 
 use super::deliver::{ConsumerInfo, UnackedEntry};
+use super::reply_to::is_reply_address;
 use super::Connection;
 use crate::queue_actor::{QueueCmd, QueueHandle};
 
@@ -240,9 +241,10 @@ impl Connection {
         let Some(p) = channel.publishing.take() else {
             return Ok(());
         };
-        let Some(header) = p.header else {
+        let Some(mut header) = p.header else {
             return Ok(());
         };
+        self.rewrite_reply_to(ch, &mut header)?;
         let body = match p.first_chunk {
             Some(b) if b.len() < COPY_BODY_BELOW_BYTES => Bytes::copy_from_slice(&b),
             Some(b) => b,
@@ -256,7 +258,14 @@ impl Connection {
             body,
         });
         self.check_user_id(&message)?;
-        let queues = self.route(&message)?;
+        // A direct reply goes to its requester, not through routing. It is not a queue: as in
+        // RabbitMQ 3.x, a mandatory one comes back with basic.return even when delivered.
+        let reply = is_reply_address(&message);
+        let queues = if reply {
+            Arc::from([])
+        } else {
+            self.route(&message)?
+        };
         if queues.is_empty() && p.method.mandatory {
             self.send_return(ch, &message);
         }
@@ -267,6 +276,12 @@ impl Connection {
             tx.publishes.push((queues, message));
             return Ok(());
         }
+        if reply {
+            self.send_direct_reply(&message);
+        }
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
         for q in queues.iter() {
             self.pending.add_publish(q, &message);
         }
@@ -417,6 +432,9 @@ impl Connection {
     }
 
     async fn basic_consume(&mut self, ch: u16, m: BasicConsume) -> Result<(), AmqpError> {
+        if m.queue == crate::direct_reply::REPLY_QUEUE {
+            return self.reply_consume(ch, &m);
+        }
         let queue = self
             .expand_queue_name(ch, m.queue.clone())
             .and_then(|name| self.usable_queue(&name))
@@ -500,10 +518,13 @@ impl Connection {
     }
 
     async fn basic_cancel(&mut self, ch: u16, m: BasicCancel) -> Result<(), AmqpError> {
-        let id = self
-            .channels
-            .get_mut(&ch)
-            .and_then(|c| c.consumer_tags.get(&m.consumer_tag).copied());
+        let id = if self.reply_cancel(ch, &m.consumer_tag) {
+            None
+        } else {
+            self.channels
+                .get_mut(&ch)
+                .and_then(|c| c.consumer_tags.get(&m.consumer_tag).copied())
+        };
         if let Some(id) = id {
             if let Some(info) = self.forget_consumer(id) {
                 let queue = self
@@ -655,6 +676,9 @@ impl Connection {
             commands,
         } = std::mem::take(tx);
         for (queues, message) in &publishes {
+            if is_reply_address(message) {
+                self.send_direct_reply(message);
+            }
             for q in queues.iter() {
                 self.pending.add_publish(q, message);
             }

@@ -15,6 +15,7 @@ use tern_core::routing::{Destination, ExchangeKind};
 
 use super::basic::{ConfirmState, PartialPublish, TxBuffer};
 use super::deliver::Unacked;
+use super::reply_to::{is_reply_queue, ReplyConsumer};
 use super::Connection;
 use crate::broker::no_queue;
 use crate::queue_actor::{QueueCmd, QueueHandle};
@@ -38,6 +39,7 @@ pub struct Channel {
     /// unbind, purge, delete, basic.consume and basic.get (RabbitMQ's
     /// most_recently_declared_queue).
     pub last_declared: Option<QueueName>,
+    pub reply_consumer: Option<ReplyConsumer>,
 }
 
 impl Channel {
@@ -54,6 +56,7 @@ impl Channel {
             queues: Vec::new(),
             consumer_tags: HashMap::new(),
             last_declared: None,
+            reply_consumer: None,
         }
     }
 
@@ -270,6 +273,13 @@ impl Connection {
     }
 
     async fn queue_declare(&mut self, ch: u16, m: QueueDeclare) -> Result<(), AmqpError> {
+        if is_reply_queue(&m.queue) {
+            self.declare_reply_queue(ch, &m.queue, m.nowait)?;
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.last_declared = Some(QueueName::from(m.queue));
+            }
+            return Ok(());
+        }
         let server_named = m.queue.is_empty() && !m.passive;
         let name = if server_named {
             QueueName::from(generated_queue_name(self.broker.next_id()).as_str())
@@ -456,20 +466,5 @@ fn queue_binding(exchange: ShortStr, queue: QueueName, key: ShortStr, args: Fiel
 
 /// `amq.gen-` followed by 22 URL-safe base64 characters, like RabbitMQ's server-named queues.
 pub fn generated_queue_name(seed: u64) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let state = std::collections::hash_map::RandomState::new();
-    let mut name = String::from("amq.gen-");
-    let mut bits = 0u64;
-    for i in 0..22 {
-        if i % 10 == 0 {
-            let mut h = state.build_hasher();
-            h.write_u64(seed);
-            h.write_usize(i);
-            bits = h.finish();
-        }
-        name.push(ALPHABET[(bits & 63) as usize] as char);
-        bits >>= 6;
-    }
-    name
+    format!("amq.gen-{}", crate::token::random_token(seed, 22))
 }

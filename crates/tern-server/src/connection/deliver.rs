@@ -222,6 +222,7 @@ impl Connection {
     /// We sent channel.close: stop its consumers and requeue its unacked now; the channel
     /// record stays until close-ok so that late frames on it are ignored.
     pub(super) fn channel_closing(&mut self, ch: u16) {
+        self.drop_reply_consumer(ch);
         if let Some(c) = self.channels.get_mut(&ch) {
             c.closing = true;
             c.publishing = None;
@@ -236,6 +237,7 @@ impl Connection {
 
     /// The client closed the channel (or the connection went): release everything it held.
     pub(super) async fn remove_channel(&mut self, ch: u16) {
+        self.drop_reply_consumer(ch);
         let Some(c) = self.channels.remove(&ch) else {
             return;
         };
@@ -268,7 +270,7 @@ impl Connection {
 
 /// basic.deliver written straight into the output buffer (the hottest encoder: no method
 /// struct, no string clones).
-fn encode_deliver(
+pub(super) fn encode_deliver(
     out: &mut bytes::BytesMut,
     channel: u16,
     consumer_tag: &[u8],

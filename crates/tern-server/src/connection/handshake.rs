@@ -264,6 +264,7 @@ fn server_start() -> ConnectionStart {
         "consumer_priorities",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         caps.insert(cap, FieldValue::Bool(true));
     }

@@ -10,11 +10,13 @@
 //! - `channel`: per-channel state and the channel/exchange/queue class methods.
 //! - `basic`: publish (with confirms and tx), consume, cancel, get, ack/nack/reject, qos.
 //! - `deliver`: turning queue deliveries into basic.deliver frames and tracking delivery tags.
+//! - `reply_to`: direct reply-to (the `amq.rabbitmq.reply-to` pseudo-queue).
 
 mod basic;
 mod channel;
 mod deliver;
 mod handshake;
+mod reply_to;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -112,6 +114,9 @@ pub struct Connection {
     pending: PendingBatches,
     /// No-ack deliveries written since the last flush, per (queue, consumer).
     noack_credit: Vec<deliver::NoAckCredit>,
+    /// Bytes of direct replies sent to this connection and not yet written (see
+    /// `crate::direct_reply`).
+    reply_backlog: Arc<std::sync::atomic::AtomicU64>,
     out: BytesMut,
     /// Set once connection.close was sent or received: only close / close-ok matter now.
     closing: bool,
@@ -158,6 +163,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         route_cache: basic::RouteCache::default(),
         pending: PendingBatches::default(),
         noack_credit: Vec::new(),
+        reply_backlog: Arc::default(),
         out: BytesMut::new(),
         closing: false,
         done: false,
@@ -409,6 +415,11 @@ impl Connection {
         match event {
             ConnEvent::Deliver { queue, deliveries } => self.deliver(queue, deliveries).await,
             ConnEvent::ConsumerCancelled { consumer } => self.consumer_cancelled(consumer),
+            ConnEvent::DirectReply {
+                channel,
+                suffix,
+                message,
+            } => self.on_direct_reply(channel, &suffix, &message),
             ConnEvent::Close { code, text } => self.close_connection(AmqpError::new(code, text)),
         }
     }
