@@ -126,7 +126,10 @@ async fn a_request_naming_the_pseudo_queue_without_a_reply_consumer_fails_with_4
         .expect("publish is asynchronous");
     let closed = errors.next().await;
     assert_eq!(closed.code, 406, "{closed:?}");
-    assert!(closed.text.contains("fast reply consumer does not exist"), "{closed:?}");
+    assert!(
+        closed.text.contains("fast reply consumer does not exist"),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

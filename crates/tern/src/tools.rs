@@ -230,12 +230,7 @@ mod tests {
     use tern_amqp::{BasicDeliver, ContentHeader};
 
     fn header(size: u64) -> FramePayload {
-        FramePayload::Header(ContentHeader {
-            class_id: 60,
-            body_size: size,
-            properties: Default::default(),
-            raw_properties: Bytes::new(),
-        })
+        FramePayload::Header(ContentHeader::new(size, &Default::default()))
     }
 
     fn deliver(tag: u64) -> FramePayload {

@@ -375,15 +375,7 @@ pub fn method() -> impl Strategy<Value = Method> {
 /// as `raw_properties`, heartbeats are on channel 0.
 pub fn frame() -> impl Strategy<Value = Frame> {
     let header = (properties(), any::<u64>()).prop_map(|(properties, body_size)| {
-        let mut raw = bytes::BytesMut::new();
-        properties.encode(&mut raw);
-        let raw_properties = raw.freeze();
-        FramePayload::Header(ContentHeader {
-            class_id: 60,
-            body_size,
-            properties,
-            raw_properties,
-        })
+        FramePayload::Header(ContentHeader::new(body_size, &properties))
     });
     let payload = prop_oneof![
         method().prop_map(FramePayload::Method),

@@ -241,10 +241,15 @@ impl Connection {
         let Some(p) = channel.publishing.take() else {
             return Ok(());
         };
-        let Some(mut header) = p.header else {
+        let Some(header) = p.header else {
             return Ok(());
         };
-        self.rewrite_reply_to(ch, &mut header)?;
+        // Decoded only now, as RabbitMQ does; malformed properties close the connection.
+        let mut properties = header
+            .properties()
+            .map_err(|e| super::decode_error(&e).on(60, 40))?;
+        let mut raw_properties = Bytes::copy_from_slice(&header.raw_properties);
+        self.rewrite_reply_to(ch, &mut properties, &mut raw_properties)?;
         let body = match p.first_chunk {
             Some(b) if b.len() < COPY_BODY_BELOW_BYTES => Bytes::copy_from_slice(&b),
             Some(b) => b,
@@ -253,8 +258,8 @@ impl Connection {
         let message = Arc::new(Message {
             exchange: p.method.exchange,
             routing_key: p.method.routing_key,
-            properties: header.properties,
-            raw_properties: Bytes::copy_from_slice(&header.raw_properties),
+            properties,
+            raw_properties,
             body,
         });
         self.check_user_id(&message)?;

@@ -66,7 +66,7 @@ impl From<DecodeError> for ConnError {
     }
 }
 
-fn decode_error(e: &DecodeError) -> AmqpError {
+pub(super) fn decode_error(e: &DecodeError) -> AmqpError {
     AmqpError::new(e.reply_code(), e.to_string())
 }
 

@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tern_amqp::{
-    AmqpError, BasicConsume, BasicConsumeOk, ContentHeader, Method, QueueDeclareOk, ReplyCode,
+    AmqpError, BasicConsume, BasicConsumeOk, BasicProperties, Method, QueueDeclareOk, ReplyCode,
     ShortStr,
 };
 use tern_core::message::Message;
@@ -102,9 +102,10 @@ impl Connection {
     pub(super) fn rewrite_reply_to(
         &self,
         ch: u16,
-        header: &mut ContentHeader,
+        properties: &mut BasicProperties,
+        raw: &mut Bytes,
     ) -> Result<(), AmqpError> {
-        if !matches!(&header.properties.reply_to, Some(r) if *r == REPLY_QUEUE) {
+        if !matches!(&properties.reply_to, Some(r) if *r == REPLY_QUEUE) {
             return Ok(());
         }
         let reply = self
@@ -115,10 +116,10 @@ impl Connection {
             return Err(precondition("fast reply consumer does not exist", 60, 40));
         };
         let address = format!("{REPLY_PREFIX}{}", reply.suffix);
-        header.properties.reply_to = Some(ShortStr::from(address));
-        let mut raw = BytesMut::new();
-        header.properties.encode(&mut raw);
-        header.raw_properties = raw.freeze();
+        properties.reply_to = Some(ShortStr::from(address));
+        let mut encoded = BytesMut::new();
+        properties.encode(&mut encoded);
+        *raw = encoded.freeze();
         Ok(())
     }
 

@@ -308,7 +308,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             header.payload,
-            FramePayload::Header(h) if h.body_size == 16 && h.properties.delivery_mode == Some(2)
+            FramePayload::Header(h) if h.body_size == 16 && h.properties().is_ok_and(|p| p.delivery_mode == Some(2))
         ));
         assert!(buf.is_empty());
     }
