@@ -37,8 +37,11 @@ run() { # name broker port pid flags...
   local name=$1 broker=$2 port=$3 pid=$4
   shift 4
   printf '{"scenario":"%s","broker":"%s","result":' "$name" "$broker"
-  "$bin" bench --uri "amqp://guest:guest@127.0.0.1:$port/%2f" --broker-pid "$pid" \
-    -z "$secs" --json "$@" 2>/dev/null | tail -n 1 | tr -d '\n'
+  # A run that fails after its summary (e.g. a slow queue delete) still reports it; its
+  # stderr is kept next to the server log.
+  { "$bin" bench --uri "amqp://guest:guest@127.0.0.1:$port/%2f" --broker-pid "$pid" \
+      -z "$secs" --json "$@" 2>"/tmp/tern-bench-$name-$broker.err" || true; } |
+    tail -n 1 | tr -d '\n'
   echo '}'
 }
 
