@@ -26,6 +26,11 @@ fn passive() -> QueueDeclareOptions {
     }
 }
 
+fn reply_to_of(request: &lapin::message::Delivery) -> String {
+    let reply_to = request.properties.reply_to().clone();
+    reply_to.expect("the request has a reply-to").to_string()
+}
+
 /// Publish a request with `reply-to: amq.rabbitmq.reply-to` to `queue`.
 async fn request(ch: &Channel, queue: &str, body: &[u8]) {
     let props = BasicProperties::default().with_reply_to(ShortString::from(REPLY_TO));
@@ -46,12 +51,7 @@ async fn a_reply_to_the_rewritten_address_reaches_the_requesting_channel() {
 
     request(&rch, &rpc, b"ping").await;
     let req = lp::next_delivery(&mut requests).await;
-    let address = req
-        .properties
-        .reply_to()
-        .clone()
-        .expect("reply-to")
-        .to_string();
+    let address = reply_to_of(&req);
     assert!(
         address.starts_with("amq.rabbitmq.reply-to.") && address.len() > REPLY_TO.len() + 1,
         "{address}"
@@ -144,12 +144,7 @@ async fn once_the_requester_is_gone_its_address_is_not_found_and_replies_vanish(
         .await
         .expect("get")
         .expect("the request");
-    let address = req
-        .properties
-        .reply_to()
-        .clone()
-        .expect("reply-to")
-        .to_string();
+    let address = reply_to_of(&req);
     within("channel.close", rch.close(200, "bye"))
         .await
         .expect("close");
@@ -218,12 +213,7 @@ async fn replies_beyond_the_backlog_of_a_requester_that_stopped_reading_are_drop
     frames.extend(raw::frame(raw::FRAME_HEADER, 1, &header));
     requester.send(&frames).await.unwrap();
     let req = lp::next_delivery(&mut requests).await;
-    let address = req
-        .properties
-        .reply_to()
-        .clone()
-        .expect("reply-to")
-        .to_string();
+    let address = reply_to_of(&req);
 
     const REPLIES: usize = 1000;
     let body = common::patterned_body(64 * 1024);

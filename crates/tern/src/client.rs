@@ -175,12 +175,8 @@ impl Client {
                     let _ = self.write_out().await;
                     return Err(server_closed("connection", &c));
                 }
-                FramePayload::Method(Method::ChannelClose(c)) => {
-                    bail!(
-                        "channel closed by server: {} {}",
-                        c.reply_code,
-                        c.reply_text
-                    )
+                FramePayload::Method(m @ Method::ChannelClose(_)) => {
+                    return Err(close_error(&m).unwrap_or_else(|| anyhow::anyhow!("closed")))
                 }
                 FramePayload::Method(m) if frame.channel == channel => return Ok(m),
                 _ => {}
@@ -314,6 +310,20 @@ pub struct RawFrame<'a> {
 /// The error for a connection.close or channel.close the server sent.
 pub fn server_closed(what: &str, c: &ConnectionClose) -> anyhow::Error {
     anyhow::anyhow!("{what} closed by server: {} {}", c.reply_code, c.reply_text)
+}
+
+/// The error a channel.close or connection.close from the server means; None for any other
+/// method.
+pub fn close_error(method: &Method) -> Option<anyhow::Error> {
+    match method {
+        Method::ChannelClose(c) => Some(anyhow::anyhow!(
+            "channel closed by server: {} {}",
+            c.reply_code,
+            c.reply_text
+        )),
+        Method::ConnectionClose(c) => Some(server_closed("connection", c)),
+        _ => None,
+    }
 }
 
 fn secs(n: u16) -> Duration {

@@ -11,7 +11,7 @@ use tern_amqp::{
     QueueDeclare, ShortStr,
 };
 
-use crate::client::{server_closed, Client, Uri};
+use crate::client::{close_error, Client, Uri};
 
 /// Publishes are written in chunks of about this many bytes.
 const WRITE_BATCH_BYTES: usize = 128 * 1024;
@@ -202,16 +202,10 @@ impl Assembly {
             FramePayload::Method(Method::BasicCancel(_)) => {
                 bail!("the broker cancelled the consumer (was the queue deleted?)")
             }
-            FramePayload::Method(Method::ChannelClose(x)) => {
-                bail!(
-                    "channel closed by server: {} {}",
-                    x.reply_code,
-                    x.reply_text
-                )
-            }
-            FramePayload::Method(Method::ConnectionClose(x)) => {
-                return Err(server_closed("connection", &x))
-            }
+            FramePayload::Method(m) => match close_error(&m) {
+                Some(e) => return Err(e),
+                None => return Ok(None),
+            },
             _ => return Ok(None),
         }
         match self.tag {

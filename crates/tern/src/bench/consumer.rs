@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::stats::Shared;
 use super::Phase;
-use crate::client::{server_closed, Client, Uri};
+use crate::client::{close_error, Client, Uri};
 
 pub struct ConsumerPlan {
     pub queue: String,
@@ -160,15 +160,11 @@ impl Deliveries {
             Method::BasicCancel(_) => {
                 bail!("the broker cancelled the consumer (was its queue deleted?)")
             }
-            Method::ChannelClose(x) => {
-                bail!(
-                    "channel closed by server: {} {}",
-                    x.reply_code,
-                    x.reply_text
-                )
+            m => {
+                if let Some(e) = close_error(&m) {
+                    return Err(e);
+                }
             }
-            Method::ConnectionClose(x) => return Err(server_closed("connection", &x)),
-            _ => {}
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::BytesMut;
 use tern_amqp::frame::{encode_body, encode_content_header, encode_method};
 use tern_amqp::{BasicProperties, BasicPublish, BasicQos, FramePayload, Method, ShortStr};
@@ -22,7 +22,7 @@ use super::layout::Target;
 use super::pace::RateLimit;
 use super::stats::Shared;
 use super::Phase;
-use crate::client::{server_closed, Client, Uri};
+use crate::client::{close_error, Client, Uri};
 
 /// How long a producer waits, after publishing stops, for the broker to take what it sent.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,16 +185,10 @@ impl Producer {
             let (tag, multiple, ack) = match frame.payload {
                 FramePayload::Method(Method::BasicAck(a)) => (a.delivery_tag, a.multiple, true),
                 FramePayload::Method(Method::BasicNack(n)) => (n.delivery_tag, n.multiple, false),
-                FramePayload::Method(Method::ChannelClose(x)) => {
-                    bail!(
-                        "channel closed by server: {} {}",
-                        x.reply_code,
-                        x.reply_text
-                    )
-                }
-                FramePayload::Method(Method::ConnectionClose(x)) => {
-                    return Err(server_closed("connection", &x))
-                }
+                FramePayload::Method(m) => match close_error(&m) {
+                    Some(e) => return Err(e),
+                    None => continue,
+                },
                 _ => continue,
             };
             // Tag 0 with multiple: everything so far (spec 1.8.3.13).
