@@ -23,9 +23,12 @@ mod arguments;
 #[cfg(test)]
 mod binding_tests;
 mod bindings;
+mod codec;
 #[cfg(test)]
 mod model_tests;
 mod ops;
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -39,6 +42,7 @@ use tern_amqp::{AmqpError, FieldTable, ShortStr};
 use crate::names::{ConnectionId, ExchangeName, QueueName, VhostName};
 use crate::routing::{Destination, ExchangeKind, RoutingSnapshot};
 
+pub use codec::{decode_command, encode_command, CodecError};
 use vhost::{Effects, VhostState};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +116,10 @@ pub enum MetaCommand {
     DeleteVhost {
         name: VhostName,
     },
+    /// The node (re)started: every non-durable queue and exchange goes, as RabbitMQ drops
+    /// them at boot (exclusive queues are never durable), with their bindings and the
+    /// auto-delete exchanges that loses.
+    DropTransient,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +155,10 @@ pub enum MetaOutcome {
     VhostDeleted {
         existed: bool,
         queues: Vec<QueueName>,
+    },
+    /// The queues that went, for their actors to be stopped.
+    TransientDropped {
+        queues: Vec<(VhostName, QueueName)>,
     },
 }
 
@@ -221,7 +233,37 @@ impl Metadata {
             }
             MetaCommand::AddVhost { name } => Ok(self.add_vhost(name)),
             MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
+            MetaCommand::DropTransient => Ok(self.drop_transient()),
         }
+    }
+
+    fn drop_transient(&mut self) -> MetaOutcome {
+        let mut dropped = Vec::new();
+        for (vhost, vh) in self.vhosts.iter_mut() {
+            let queues: Vec<QueueName> = vh
+                .queues()
+                .filter(|q| !q.durable)
+                .map(|q| q.name.clone())
+                .collect();
+            let exchanges: Vec<ExchangeName> = vh
+                .exchanges()
+                .filter(|x| !x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
+                .map(|x| x.name.clone())
+                .collect();
+            let mut fx = Effects::default();
+            for name in &queues {
+                vh.delete_queue(name, &mut fx);
+            }
+            for name in &exchanges {
+                vh.delete_exchange(name, &mut fx);
+            }
+            if fx.changed {
+                vh.refresh(fx.routes);
+                self.generation += 1;
+            }
+            dropped.extend(queues.into_iter().map(|q| (vhost.clone(), q)));
+        }
+        MetaOutcome::TransientDropped { queues: dropped }
     }
 
     /// Run a command against one vhost; on success recompile what it touched.

@@ -117,36 +117,56 @@ impl Broker {
     /// the generation, so readers never see a queue in one and not the other for long.
     pub fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
         let mut meta = self.lock_meta();
-        let vhost = command_vhost(&cmd).clone();
+        let vhost = command_vhost(&cmd).cloned();
         let deleted_queue = match &cmd {
             MetaCommand::DeleteQueue { name, .. } => Some(name.clone()),
             _ => None,
         };
         let outcome = meta.apply(cmd)?;
+        self.after_apply(&meta, vhost, deleted_queue, &outcome);
+        Ok(outcome)
+    }
+
+    /// What a change means outside the metadata: queue actors started and stopped, the new
+    /// routing snapshot published.
+    fn after_apply(
+        self: &Arc<Self>,
+        meta: &Metadata,
+        vhost: Option<VhostName>,
+        deleted_queue: Option<QueueName>,
+        outcome: &MetaOutcome,
+    ) {
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
-        match &outcome {
-            MetaOutcome::QueueDeclared { created: true, def } => {
+        let stop = |queues: &mut HashMap<QueueKey, QueueHandle>, key: QueueKey| {
+            if let Some(q) = queues.remove(&key) {
+                q.stop();
+            }
+        };
+        match (outcome, vhost) {
+            (MetaOutcome::QueueDeclared { created: true, def }, Some(vhost)) => {
                 let handle =
                     queue_actor::spawn(self, vhost.clone(), def.clone(), queue_options(def));
                 queues.insert((vhost, def.name.clone()), handle);
             }
-            MetaOutcome::QueueDeleted { .. } => {
+            (MetaOutcome::QueueDeleted { .. }, Some(vhost)) => {
                 if let Some(name) = deleted_queue {
                     queues.remove(&(vhost, name));
                 }
             }
-            MetaOutcome::VhostDeleted { queues: gone, .. } => {
+            (MetaOutcome::VhostDeleted { queues: gone, .. }, Some(vhost)) => {
                 for name in gone {
-                    if let Some(q) = queues.remove(&(vhost.clone(), name.clone())) {
-                        q.stop();
-                    }
+                    stop(&mut queues, (vhost.clone(), name.clone()));
+                }
+            }
+            (MetaOutcome::TransientDropped { queues: gone }, _) => {
+                for key in gone {
+                    stop(&mut queues, key.clone());
                 }
             }
             _ => {}
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(outcome)
     }
 
     /// Delete a queue's definition and bindings (its actor has checked if-unused / if-empty,
@@ -215,8 +235,8 @@ fn queue_options(def: &QueueDef) -> QueueOptions {
     }
 }
 
-fn command_vhost(cmd: &MetaCommand) -> &VhostName {
-    match cmd {
+fn command_vhost(cmd: &MetaCommand) -> Option<&VhostName> {
+    let vhost = match cmd {
         MetaCommand::DeclareExchange { vhost, .. }
         | MetaCommand::DeleteExchange { vhost, .. }
         | MetaCommand::DeclareQueue { vhost, .. }
@@ -224,7 +244,9 @@ fn command_vhost(cmd: &MetaCommand) -> &VhostName {
         | MetaCommand::Bind { vhost, .. }
         | MetaCommand::Unbind { vhost, .. } => vhost,
         MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
-    }
+        MetaCommand::DropTransient => return None,
+    };
+    Some(vhost)
 }
 
 /// 404 for a queue that does not exist, worded as RabbitMQ does.
