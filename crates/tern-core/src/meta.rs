@@ -24,6 +24,7 @@ mod arguments;
 mod binding_tests;
 mod bindings;
 mod codec;
+mod local;
 #[cfg(test)]
 mod model_tests;
 mod ops;

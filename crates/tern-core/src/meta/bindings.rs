@@ -62,6 +62,10 @@ impl BindingSet {
         removed
     }
 
+    pub(crate) fn contains(&self, binding: &Binding) -> bool {
+        self.by_identity.contains_key(&identity(binding))
+    }
+
     pub(crate) fn links_to(&self, destination: &Destination) -> bool {
         self.by_destination.contains_key(destination)
     }

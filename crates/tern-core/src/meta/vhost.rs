@@ -118,6 +118,13 @@ impl VhostState {
         }
     }
 
+    /// Whether this binding (arguments sorted) exists.
+    pub(crate) fn has_binding(&self, binding: &Binding) -> bool {
+        self.outbound
+            .get(&binding.source)
+            .is_some_and(|set| set.contains(binding))
+    }
+
     /// Whether the exchange is the source of any binding (exchange.delete if-unused).
     pub(crate) fn has_bindings_from(&self, exchange: &ExchangeName) -> bool {
         self.outbound.contains_key(exchange)
