@@ -1,16 +1,19 @@
-//! Node-wide shared state: the metadata state machine, the routing snapshot readers cache, the
-//! registry of running queue actors, and id allocation.
+//! Node-wide shared state: the metadata (behind its Raft group), the routing snapshot readers
+//! cache, the registry of running queue actors, and id allocation.
 //!
-//! Every definition change goes through [`Broker::apply`], which applies the command to the
-//! metadata state machine and, under the same lock, starts or stops queue actors and publishes
-//! the new routing snapshot. Readers (connections publishing) never take that lock on the hot
+//! Every definition change goes through [`Broker::apply`]: answered from the local metadata
+//! when it changes nothing (`Metadata::answer_locally`), else written to the metadata log
+//! (`tern_cluster::meta`), which applies it and calls [`BrokerHook`] under the metadata lock:
+//! that starts or stops queue actors and publishes the new routing snapshot, also while the
+//! log is replayed at start. Readers (connections publishing) never take that lock on the hot
 //! path: they cache the snapshot and compare [`Broker::generation`] before each routing batch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use tern_amqp::{AmqpError, ReplyCode};
+use tern_cluster::meta::{ApplyHook, MetaError, MetaRaft, SharedMeta};
 use tern_core::meta::{MetaCommand, MetaOutcome, Metadata, QueueDef};
 use tern_core::names::{ConnectionId, QueueName, VhostName};
 use tern_core::queue::QueueOptions;
@@ -25,7 +28,9 @@ pub type QueueKey = (VhostName, QueueName);
 
 pub struct Broker {
     pub config: Config,
-    meta: Mutex<Metadata>,
+    meta: Arc<SharedMeta>,
+    /// Set by [`Broker::open`]; every write goes through it.
+    raft: OnceLock<MetaRaft>,
     snapshot: RwLock<Arc<RoutingSnapshot>>,
     queues: RwLock<HashMap<QueueKey, QueueHandle>>,
     generation: AtomicU64,
@@ -44,12 +49,13 @@ pub struct RoutingView {
 }
 
 impl Broker {
+    /// A broker with empty metadata; [`Broker::open`] loads what the data directory holds.
     pub fn new(config: Config) -> Arc<Self> {
-        let meta = Metadata::new();
-        let snapshot = meta.snapshot();
-        Arc::new(Broker {
+        let snapshot = Metadata::new().snapshot();
+        Arc::new_cyclic(|me: &Weak<Broker>| Broker {
             config,
-            meta: Mutex::new(meta),
+            meta: Arc::new(SharedMeta::new(Arc::new(BrokerHook(me.clone())))),
+            raft: OnceLock::new(),
             snapshot: RwLock::new(snapshot),
             queues: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(1),
@@ -109,22 +115,82 @@ impl Broker {
     }
 
     fn lock_meta(&self) -> std::sync::MutexGuard<'_, Metadata> {
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        self.meta.lock()
     }
 
-    /// Apply a definition change. Under the metadata lock, starts an actor for a created queue
-    /// and drops a deleted queue from the registry, then publishes the new snapshot and bumps
-    /// the generation, so readers never see a queue in one and not the other for long.
-    pub fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
-        let mut meta = self.lock_meta();
-        let vhost = command_vhost(&cmd).cloned();
-        let deleted_queue = match &cmd {
-            MetaCommand::DeleteQueue { name, .. } => Some(name.clone()),
-            _ => None,
+    /// Start the metadata group on `data_dir/meta` (replaying it: queue actors start for the
+    /// queues it holds), then drop what was not durable, as RabbitMQ does at boot.
+    pub async fn open(self: &Arc<Self>) -> Result<(), MetaError> {
+        let vfs: Arc<dyn tern_store::Vfs> = Arc::new(tern_store::OsFs);
+        let dir = self.config.data_dir.join("meta");
+        let raft = MetaRaft::start(vfs, &dir, self.meta.clone()).await?;
+        if self.raft.set(raft).is_err() {
+            return Err(MetaError::Raft("the broker was opened twice".into()));
+        }
+        if let Err(e) = self.apply(MetaCommand::DropTransient).await {
+            tracing::warn!(error = %e, "dropping transient definitions failed");
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        if let Some(raft) = self.raft.get() {
+            raft.shutdown().await;
+        }
+    }
+
+    /// The metadata log failed (an fsync error, say): nothing more can be promised, so the
+    /// node stops rather than answer as if it had stored a change.
+    fn fatal(&self, e: &MetaError) -> ! {
+        tracing::error!(error = %e, "metadata storage failed: stopping the node");
+        eprintln!("tern: metadata storage failed: {e}; stopping");
+        std::process::exit(70)
+    }
+
+    /// Apply a definition change: answered locally if it changes nothing, else written to
+    /// the metadata log (durably) and applied; [`BrokerHook`] does the rest.
+    pub async fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+        if let Some(answer) = self.lock_meta().answer_locally(&cmd) {
+            return answer;
+        }
+        let Some(raft) = self.raft.get() else {
+            return Err(AmqpError::new(
+                ReplyCode::InternalError,
+                "metadata not open",
+            ));
         };
-        let outcome = meta.apply(cmd)?;
-        self.after_apply(&meta, vhost, deleted_queue, &outcome);
-        Ok(outcome)
+        match raft.write(cmd).await {
+            Ok(outcome) => outcome,
+            Err(e) => self.fatal(&e),
+        }
+    }
+
+    /// The registry follows a whole new state: actors for queues it has and we do not, stop
+    /// those it lacks.
+    fn resync(self: &Arc<Self>, meta: &Metadata) {
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        let mut wanted: HashMap<QueueKey, QueueDef> = HashMap::new();
+        for vhost in meta.vhosts() {
+            for def in meta.queues(vhost) {
+                wanted.insert((vhost.clone(), def.name.clone()), def.clone());
+            }
+        }
+        queues.retain(|key, q| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                q.stop();
+            }
+            keep
+        });
+        for (key, def) in wanted {
+            let vhost = key.0.clone();
+            queues.entry(key).or_insert_with(|| {
+                queue_actor::spawn(self, vhost, def.clone(), queue_options(&def))
+            });
+        }
+        drop(queues);
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What a change means outside the metadata: queue actors started and stopped, the new
@@ -171,12 +237,12 @@ impl Broker {
 
     /// Delete a queue's definition and bindings (its actor has checked if-unused / if-empty,
     /// cancelled its consumers, and is stopping).
-    pub fn remove_queue(self: &Arc<Self>, vhost: &VhostName, name: &QueueName) {
+    pub async fn remove_queue(self: &Arc<Self>, vhost: &VhostName, name: &QueueName) {
         let cmd = MetaCommand::DeleteQueue {
             vhost: vhost.clone(),
             name: name.clone(),
         };
-        if let Err(e) = self.apply(cmd) {
+        if let Err(e) = self.apply(cmd).await {
             tracing::warn!(queue = %name, %vhost, error = %e, "deleting queue definition failed");
         }
     }
@@ -222,6 +288,33 @@ impl Broker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+}
+
+/// Follows the metadata for the broker: called by the metadata state machine under its lock.
+struct BrokerHook(Weak<Broker>);
+
+impl ApplyHook for BrokerHook {
+    fn applied(
+        &self,
+        meta: &Metadata,
+        cmd: &MetaCommand,
+        outcome: &Result<MetaOutcome, AmqpError>,
+    ) {
+        let (Some(broker), Ok(outcome)) = (self.0.upgrade(), outcome) else {
+            return;
+        };
+        let deleted_queue = match cmd {
+            MetaCommand::DeleteQueue { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        broker.after_apply(meta, command_vhost(cmd).cloned(), deleted_queue, outcome);
+    }
+
+    fn replaced(&self, meta: &Metadata) {
+        if let Some(broker) = self.0.upgrade() {
+            broker.resync(meta);
+        }
     }
 }
 

@@ -67,11 +67,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults on loopback with an ephemeral port: what tests want.
+    /// Defaults on loopback with an ephemeral port and a fresh data directory of its own under
+    /// the system temp dir (`tern-test-PID-N`): what tests want. The caller removes it.
     pub fn for_tests() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tern-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             amqp_port: 0,
+            data_dir: dir,
             ..Config::default()
         }
     }

@@ -39,6 +39,19 @@ pub struct ServerHandle {
     broker: Arc<Broker>,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
+    /// Held while the broker runs: no second node on this data directory.
+    _lock: tern_store::DirLock,
+}
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory: {0}")]
+    DataDir(#[from] tern_store::StoreError),
+    #[error("{0}")]
+    Metadata(#[from] tern_cluster::meta::MetaError),
+    #[error("listener: {0}")]
+    Listen(#[from] std::io::Error),
 }
 
 impl ServerHandle {
@@ -58,6 +71,7 @@ impl ServerHandle {
         while self.broker.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        self.broker.close().await;
     }
 
     /// Connections that finished the handshake and are still open.
@@ -69,12 +83,16 @@ impl ServerHandle {
 /// How long shutdown waits for connections to acknowledge their close.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Start a broker with `config` on the current tokio runtime. Returns once the listener is bound.
-pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
-    let listener = TcpListener::bind((config.bind, config.amqp_port)).await?;
-    let amqp_addr = listener.local_addr()?;
-    tracing::info!(%amqp_addr, "AMQP listener started");
+/// Start a broker with `config` on the current tokio runtime: lock the data directory, load
+/// the metadata it holds (dropping what was not durable), bind the listener. Returns once
+/// clients can connect.
+pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    let lock = tern_store::DirLock::acquire(&config.data_dir)?;
     let broker = Broker::new(config);
+    broker.open().await?;
+    let listener = TcpListener::bind((broker.config.bind, broker.config.amqp_port)).await?;
+    let amqp_addr = listener.local_addr()?;
+    tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listener started");
     let (stop, stopped) = watch::channel(false);
     let accept_task = tokio::spawn(accept_loop(listener, broker.clone(), stopped));
     Ok(ServerHandle {
@@ -82,6 +100,7 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
         broker,
         stop,
         accept_task,
+        _lock: lock,
     })
 }
 

@@ -131,13 +131,13 @@ impl Connection {
                 self.send_method(ch, &Method::AccessRequestOk(AccessRequestOk { ticket: 1 }));
                 Ok(())
             }
-            Method::ExchangeDeclare(m) => self.exchange_declare(ch, m),
-            Method::ExchangeDelete(m) => self.exchange_delete(ch, m),
-            Method::ExchangeBind(m) => self.exchange_bind(ch, m),
-            Method::ExchangeUnbind(m) => self.exchange_unbind(ch, m),
+            Method::ExchangeDeclare(m) => self.exchange_declare(ch, m).await,
+            Method::ExchangeDelete(m) => self.exchange_delete(ch, m).await,
+            Method::ExchangeBind(m) => self.exchange_bind(ch, m).await,
+            Method::ExchangeUnbind(m) => self.exchange_unbind(ch, m).await,
             Method::QueueDeclare(m) => self.queue_declare(ch, m).await,
-            Method::QueueBind(m) => self.queue_bind(ch, m),
-            Method::QueueUnbind(m) => self.queue_unbind(ch, m),
+            Method::QueueBind(m) => self.queue_bind(ch, m).await,
+            Method::QueueUnbind(m) => self.queue_unbind(ch, m).await,
             Method::QueuePurge(m) => self.queue_purge(ch, m).await,
             Method::QueueDelete(m) => self.queue_delete(ch, m).await,
             other => self.handle_basic_method(ch, other).await,
@@ -201,7 +201,7 @@ impl Connection {
         }
     }
 
-    fn exchange_declare(&mut self, ch: u16, m: ExchangeDeclare) -> Result<(), AmqpError> {
+    async fn exchange_declare(&mut self, ch: u16, m: ExchangeDeclare) -> Result<(), AmqpError> {
         let kind = match ExchangeKind::parse(m.kind.as_str()) {
             Some(kind) => kind,
             None if m.passive => ExchangeKind::Direct,
@@ -219,42 +219,48 @@ impl Connection {
             arguments: m.arguments,
         };
         let vhost = self.vhost.clone();
-        self.broker.apply(MetaCommand::DeclareExchange {
-            vhost,
-            def,
-            passive: m.passive,
-        })?;
+        self.broker
+            .apply(MetaCommand::DeclareExchange {
+                vhost,
+                def,
+                passive: m.passive,
+            })
+            .await?;
         self.reply(ch, m.nowait, Method::ExchangeDeclareOk(Default::default()));
         Ok(())
     }
 
-    fn exchange_delete(&mut self, ch: u16, m: ExchangeDelete) -> Result<(), AmqpError> {
+    async fn exchange_delete(&mut self, ch: u16, m: ExchangeDelete) -> Result<(), AmqpError> {
         let cmd = MetaCommand::DeleteExchange {
             vhost: self.vhost.clone(),
             name: ExchangeName::from(m.exchange),
             if_unused: m.if_unused,
         };
-        self.broker.apply(cmd)?;
+        self.broker.apply(cmd).await?;
         self.reply(ch, m.nowait, Method::ExchangeDeleteOk(Default::default()));
         Ok(())
     }
 
-    fn exchange_bind(&mut self, ch: u16, m: ExchangeBind) -> Result<(), AmqpError> {
+    async fn exchange_bind(&mut self, ch: u16, m: ExchangeBind) -> Result<(), AmqpError> {
         let binding = exchange_binding(m.source, m.destination, m.routing_key, m.arguments);
-        self.broker.apply(MetaCommand::Bind {
-            vhost: self.vhost.clone(),
-            binding,
-        })?;
+        self.broker
+            .apply(MetaCommand::Bind {
+                vhost: self.vhost.clone(),
+                binding,
+            })
+            .await?;
         self.reply(ch, m.nowait, Method::ExchangeBindOk(Default::default()));
         Ok(())
     }
 
-    fn exchange_unbind(&mut self, ch: u16, m: ExchangeUnbind) -> Result<(), AmqpError> {
+    async fn exchange_unbind(&mut self, ch: u16, m: ExchangeUnbind) -> Result<(), AmqpError> {
         let binding = exchange_binding(m.source, m.destination, m.routing_key, m.arguments);
-        self.broker.apply(MetaCommand::Unbind {
-            vhost: self.vhost.clone(),
-            binding,
-        })?;
+        self.broker
+            .apply(MetaCommand::Unbind {
+                vhost: self.vhost.clone(),
+                binding,
+            })
+            .await?;
         self.reply(ch, m.nowait, Method::ExchangeUnbindOk(Default::default()));
         Ok(())
     }
@@ -305,7 +311,7 @@ impl Connection {
             server_named,
             requester: self.id,
         };
-        self.broker.apply(cmd)?;
+        self.broker.apply(cmd).await?;
         if let Some(c) = self.channels.get_mut(&ch) {
             c.last_declared = Some(name.clone());
         }
@@ -358,32 +364,36 @@ impl Connection {
         }
     }
 
-    fn queue_bind(&mut self, ch: u16, m: QueueBind) -> Result<(), AmqpError> {
+    async fn queue_bind(&mut self, ch: u16, m: QueueBind) -> Result<(), AmqpError> {
         let key = self.expand_routing_key(ch, &m.queue, m.routing_key)?;
         let queue = self.expand_queue_name(ch, m.queue)?;
         if self.broker.queue(&self.vhost, &queue).is_some() {
             self.usable_queue(&queue)?;
         }
         let binding = queue_binding(m.exchange, queue, key, m.arguments);
-        self.broker.apply(MetaCommand::Bind {
-            vhost: self.vhost.clone(),
-            binding,
-        })?;
+        self.broker
+            .apply(MetaCommand::Bind {
+                vhost: self.vhost.clone(),
+                binding,
+            })
+            .await?;
         self.reply(ch, m.nowait, Method::QueueBindOk(Default::default()));
         Ok(())
     }
 
-    fn queue_unbind(&mut self, ch: u16, m: QueueUnbind) -> Result<(), AmqpError> {
+    async fn queue_unbind(&mut self, ch: u16, m: QueueUnbind) -> Result<(), AmqpError> {
         let key = self.expand_routing_key(ch, &m.queue, m.routing_key)?;
         let queue = self.expand_queue_name(ch, m.queue)?;
         if self.broker.queue(&self.vhost, &queue).is_some() {
             self.usable_queue(&queue)?;
         }
         let binding = queue_binding(m.exchange, queue, key, m.arguments);
-        self.broker.apply(MetaCommand::Unbind {
-            vhost: self.vhost.clone(),
-            binding,
-        })?;
+        self.broker
+            .apply(MetaCommand::Unbind {
+                vhost: self.vhost.clone(),
+                binding,
+            })
+            .await?;
         self.reply(ch, false, Method::QueueUnbindOk(Default::default()));
         Ok(())
     }

@@ -159,6 +159,8 @@ struct QueueActor {
     deliveries: Vec<Delivery>,
     flow: PublishFlow,
     deleted: bool,
+    /// queue.delete's answer, sent once the definition is gone.
+    delete_reply: Option<(u32, oneshot::Sender<Result<u32, AmqpError>>)>,
 }
 
 pub fn spawn(
@@ -189,6 +191,7 @@ pub fn spawn(
         deliveries: Vec::new(),
         flow: PublishFlow::new(broker.config.queue_flow_backlog_messages),
         deleted: false,
+        delete_reply: None,
     };
     tokio::spawn(actor.run(rx));
     QueueHandle(shared)
@@ -226,12 +229,13 @@ impl QueueActor {
                 cmds = Vec::new();
             }
             if self.deleted {
-                return;
+                return self.finish_delete().await;
             }
             self.dispatch();
             if self.should_auto_delete() {
-                self.delete_self();
-                return;
+                self.deleted = true;
+                self.cancel_consumers();
+                return self.finish_delete().await;
             }
             recheck = self.settle_publish_credit();
         }
@@ -291,9 +295,7 @@ impl QueueActor {
                 if_unused,
                 if_empty,
                 reply,
-            } => {
-                let _ = reply.send(self.try_delete(if_unused, if_empty));
-            }
+            } => self.try_delete(if_unused, if_empty, reply),
         }
     }
 
@@ -314,27 +316,38 @@ impl QueueActor {
         }
     }
 
-    fn try_delete(&mut self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+    /// queue.delete: refuse, or cancel every consumer and go (answered by `finish_delete`).
+    fn try_delete(
+        &mut self,
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    ) {
         let (name, vhost) = (&self.shared.name, &self.shared.vhost);
         if if_unused && !self.state.is_unused() {
             let text = format!("queue '{name}' in vhost '{vhost}' in use");
-            return Err(AmqpError::new(ReplyCode::PreconditionFailed, text));
+            let _ = reply.send(Err(AmqpError::new(ReplyCode::PreconditionFailed, text)));
+            return;
         }
         if if_empty && self.state.message_count() > 0 {
             let text = format!("queue '{name}' in vhost '{vhost}' is not empty");
-            return Err(AmqpError::new(ReplyCode::PreconditionFailed, text));
+            let _ = reply.send(Err(AmqpError::new(ReplyCode::PreconditionFailed, text)));
+            return;
         }
-        let count = self.state.message_count();
-        self.delete_self();
-        Ok(count)
-    }
-
-    /// Cancel every consumer, drop the definition and leave the registry.
-    fn delete_self(&mut self) {
+        self.delete_reply = Some((self.state.message_count(), reply));
         self.deleted = true;
         self.cancel_consumers();
+    }
+
+    /// Drop the definition (through the metadata log), then answer queue.delete if asked.
+    async fn finish_delete(&mut self) {
         if let Some(broker) = self.broker.upgrade() {
-            broker.remove_queue(&self.shared.vhost, &self.shared.name);
+            broker
+                .remove_queue(&self.shared.vhost, &self.shared.name)
+                .await;
+        }
+        if let Some((count, reply)) = self.delete_reply.take() {
+            let _ = reply.send(Ok(count));
         }
     }
 

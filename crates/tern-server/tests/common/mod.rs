@@ -56,6 +56,17 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// `amqp://guest:guest@host:port/%2f`
     pub uri: String,
+    /// A Tern server's configuration (its data directory is removed when the last broker on
+    /// it is dropped).
+    config: Option<Config>,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_dir_all(&config.data_dir);
+        }
+    }
 }
 
 impl TestBroker {
@@ -66,6 +77,7 @@ impl TestBroker {
                 handle: None,
                 addr: addr_of_uri(&uri),
                 uri,
+                config: None,
             };
         }
         Self::start_tern(Config::for_tests()).await
@@ -91,14 +103,25 @@ impl TestBroker {
     }
 
     async fn start_tern(config: Config) -> TestBroker {
-        let handle = tern_server::start(config).await.expect("start tern server");
+        let handle = tern_server::start(config.clone())
+            .await
+            .expect("start tern server");
         let addr = handle.amqp_addr();
         let uri = format!("amqp://guest:guest@{addr}/%2f");
         TestBroker {
             handle: Some(handle),
             addr,
             uri,
+            config: Some(config),
         }
+    }
+
+    /// Stop the server gracefully and start a new one on the same data directory (Tern only).
+    pub async fn restart(mut self) -> TestBroker {
+        let handle = self.handle.take().expect("a Tern server of our own");
+        within("server shutdown", handle.shutdown()).await;
+        let config = self.config.take().expect("a Tern configuration");
+        Self::start_tern(config).await
     }
 
     pub fn is_reference(&self) -> bool {
@@ -131,6 +154,15 @@ impl TestBroker {
     pub async fn shutdown(mut self) {
         let handle = self.handle.take().expect("a Tern server of our own");
         within("server shutdown", handle.shutdown()).await;
+    }
+
+    /// The data directory of a Tern server of our own.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self
+            .config
+            .as_ref()
+            .expect("a Tern server of our own")
+            .data_dir
     }
 
     /// Wait until the server counts `n` open connections (Tern only). There is no event to
