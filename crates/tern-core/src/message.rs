@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tern_amqp::{BasicProperties, ShortStr};
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     /// The exchange it was published to (as the client named it; empty for the default).
     pub exchange: ShortStr,

@@ -15,9 +15,14 @@
 //!   ack-mode delivery and released by this queue when the delivery leaves unacked.
 //! - Ready messages are kept in [`MsgId`] order; requeued messages go back to their original
 //!   position, as RabbitMQ does, flagged redelivered.
+//! - With a journal ([`QueueState::enable_journal`], for durable queues), every change to a
+//!   persistent message's fate is recorded as a [`QueueEvent`] for the server to write down:
+//!   delivered (so it comes back redelivered after a restart) and removed (acked, rejected,
+//!   delivered no-ack, purged). [`QueueState::restore`] puts recovered messages back.
 
 mod consumers;
 mod credit;
+pub mod records;
 mod rings;
 #[cfg(test)]
 mod tests;
@@ -110,6 +115,17 @@ pub struct QueueState {
     consumers: Consumers,
     /// Reused buffer for messages being requeued.
     requeue: Vec<ReadyMsg>,
+    /// What happened to persistent messages since the last [`QueueState::take_journal`].
+    journal: Option<Vec<QueueEvent>>,
+}
+
+/// A change to a persistent message's fate, for a durable queue's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueEvent {
+    /// Handed to a consumer (or basic.get) in ack mode: it is unacked now.
+    Delivered(MsgId),
+    /// Gone for good.
+    Removed(MsgId),
 }
 
 fn size_of(message: &Message) -> u64 {
@@ -132,7 +148,42 @@ impl QueueState {
             unacked_bytes: 0,
             consumers: Consumers::new(options.single_active_consumer),
             requeue: Vec::new(),
+            journal: None,
         }
+    }
+
+    /// Record [`QueueEvent`]s for persistent messages from now on.
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The events recorded since the last call (empty without a journal).
+    pub fn take_journal(&mut self) -> Vec<QueueEvent> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note(&mut self, message: &Message, event: QueueEvent) {
+        if let Some(journal) = self.journal.as_mut() {
+            if message.is_persistent() {
+                journal.push(event);
+            }
+        }
+    }
+
+    /// Put back a message recovered from disk, with the id it had. Recovered messages come in
+    /// id order, before anything new is pushed.
+    pub fn restore(&mut self, id: MsgId, message: Arc<Message>, redelivered: bool) {
+        debug_assert!(id.0 > self.next_id, "restored out of order");
+        self.next_id = self.next_id.max(id.0);
+        self.ready_bytes += size_of(&message);
+        self.ready.push_back(ReadyMsg {
+            id,
+            message,
+            redelivered,
+        });
     }
 
     pub fn name(&self) -> &QueueName {
@@ -207,6 +258,12 @@ impl QueueState {
                 let prev = self.unacked.insert((claim.channel, m.id), entry);
                 debug_assert!(prev.is_none(), "{:?} was already unacked", m.id);
             }
+            let event = if claim.no_ack {
+                QueueEvent::Removed(m.id)
+            } else {
+                QueueEvent::Delivered(m.id)
+            };
+            self.note(&m.message, event);
             out.push(Delivery {
                 consumer: claim.holder.id,
                 channel: claim.channel,
@@ -237,6 +294,12 @@ impl QueueState {
         let m = self.ready.pop_front()?;
         let size = size_of(&m.message);
         self.ready_bytes -= size;
+        let event = if no_ack {
+            QueueEvent::Removed(m.id)
+        } else {
+            QueueEvent::Delivered(m.id)
+        };
+        self.note(&m.message, event);
         if !no_ack {
             self.unacked_bytes += size;
             let entry = UnackedMsg {
@@ -259,6 +322,10 @@ impl QueueState {
     /// queue.purge: drops ready messages only; unacked ones stay (RabbitMQ). Returns how many.
     pub fn purge(&mut self) -> u32 {
         let n = self.message_count();
+        if let Some(journal) = self.journal.as_mut() {
+            let gone = self.ready.iter().filter(|m| m.message.is_persistent());
+            journal.extend(gone.map(|m| QueueEvent::Removed(m.id)));
+        }
         self.ready.clear();
         self.ready_bytes = 0;
         n
@@ -327,6 +394,9 @@ impl QueueState {
             debug_assert!(self.unacked_bytes >= size);
             self.unacked_bytes -= size;
             credit.add(&mut self.consumers, entry.holder, entry.credit);
+            if !requeue {
+                self.note(&entry.message, QueueEvent::Removed(id));
+            }
             if requeue {
                 let m = ReadyMsg {
                     id,

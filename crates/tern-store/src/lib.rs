@@ -17,7 +17,7 @@ pub mod vfs;
 #[cfg(test)]
 mod segment_tests;
 
-pub use segment::{LogOptions, Position, SegmentLog};
+pub use segment::{LogOptions, PendingSync, Position, SegmentLog};
 pub use vfs::{DirLock, OsFs, Vfs, VfsFile};
 
 use std::path::PathBuf;

@@ -55,7 +55,7 @@ pub struct Position {
 }
 
 struct Segment {
-    file: Box<dyn VfsFile>,
+    file: Arc<dyn VfsFile>,
     /// Bytes in the file.
     len: u64,
 }
@@ -133,7 +133,7 @@ impl SegmentLog {
         visit: &mut impl FnMut(Position, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let path = segment_path(&self.dir, id);
-        let mut file = self.vfs.open(&path)?;
+        let file = self.vfs.open(&path)?;
         let len = file.len()?;
         let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| StoreError::TooLarge)?];
         file.read_exact_at(&mut bytes, 0)?;
@@ -248,19 +248,46 @@ impl SegmentLog {
     /// Write and make durable everything appended so far. An error here means the log can no
     /// longer promise anything: the caller must stop (see the durability contract).
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        self.write()?;
-        let Some(seg) = self.segments.get_mut(&self.active) else {
+        let Some(pending) = self.begin_sync()? else {
             return Ok(());
         };
+        let result = pending.run();
+        self.finish_sync(&pending, result)
+    }
+
+    /// The first half of [`sync`](Self::sync): write what is buffered and return the fsync to
+    /// run, which may run on another thread while this log takes more appends (group commit
+    /// with a pipeline). None if everything is durable already.
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
+        self.write()?;
+        let Some(seg) = self.segments.get(&self.active) else {
+            return Ok(None);
+        };
         if seg.len == self.synced {
-            return Ok(());
+            return Ok(None);
         }
-        if let Err(e) = seg.file.sync() {
+        Ok(Some(PendingSync {
+            file: seg.file.clone(),
+            segment: self.active,
+            upto: seg.len,
+        }))
+    }
+
+    /// The second half: record what `pending.run()` returned. After an error the log is failed.
+    pub fn finish_sync(
+        &mut self,
+        pending: &PendingSync,
+        result: std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        if let Err(e) = result {
             self.failed = true;
             return Err(e.into());
         }
-        self.synced = seg.len;
-        self.mark = true;
+        // A segment sealed meanwhile was synced whole when it was sealed.
+        if pending.segment == self.active && pending.upto > self.synced {
+            self.synced = pending.upto;
+            self.mark = true;
+        }
         Ok(())
     }
 
@@ -322,6 +349,19 @@ impl SegmentLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// An fsync to run without holding the log ([`SegmentLog::begin_sync`]).
+pub struct PendingSync {
+    file: Arc<dyn VfsFile>,
+    segment: u64,
+    upto: u64,
+}
+
+impl PendingSync {
+    pub fn run(&self) -> std::io::Result<()> {
+        self.file.sync()
     }
 }
 

@@ -155,7 +155,7 @@ impl VfsFile for SimFile {
         Ok(n)
     }
 
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
         let mut s = self.fs.lock();
         let fits = match s.space_left {
             Some(left) => bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
@@ -172,7 +172,7 @@ impl VfsFile for SimFile {
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
         let mut s = self.fs.lock();
         match s.syncs_before_eio.as_mut() {
             Some(0) => return Err(io::Error::from_raw_os_error(5)), // EIO
@@ -191,7 +191,7 @@ impl VfsFile for SimFile {
             .map_or(0, |d| d.bytes.len() as u64))
     }
 
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
+    fn truncate(&self, len: u64) -> io::Result<()> {
         let mut s = self.fs.lock();
         let data = s.inodes.entry(self.inode).or_default();
         let len = usize::try_from(len)
@@ -212,7 +212,7 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
         let mut s = self.lock();
         if s.names.contains_key(path) {
             return Err(io::ErrorKind::AlreadyExists.into());
@@ -225,15 +225,15 @@ impl Vfs for SimFs {
         s.inodes.insert(inode, Data::default());
         s.names.insert(path.to_path_buf(), inode);
         drop(s);
-        Ok(Box::new(SimFile {
+        Ok(Arc::new(SimFile {
             fs: self.clone(),
             inode,
         }))
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
         let inode = *self.lock().names.get(path).ok_or_else(|| not_found(path))?;
-        Ok(Box::new(SimFile {
+        Ok(Arc::new(SimFile {
             fs: self.clone(),
             inode,
         }))
@@ -300,7 +300,7 @@ mod tests {
     fn a_crash_keeps_synced_data_and_loses_or_tears_the_rest() {
         let (fs, dir) = setup();
         let path = dir.join("f");
-        let mut f = fs.create(&path).unwrap();
+        let f = fs.create(&path).unwrap();
         fs.sync_dir(&dir).unwrap();
         f.append(b"synced").unwrap();
         f.sync().unwrap();
@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn faults_are_injected_where_asked() {
         let (fs, dir) = setup();
-        let mut f = fs.create(&dir.join("f")).unwrap();
+        let f = fs.create(&dir.join("f")).unwrap();
         fs.set_space_left(Some(4));
         let err = f.append(b"123456").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(28));

@@ -2,6 +2,9 @@
 //! system, `sim::SimFs` in memory with crashes and faults injected, so every on-disk format is
 //! tested against torn writes, lost unsynced data, ENOSPC and EIO.
 //!
+//! Files are shared (`Arc<dyn VfsFile>`, every method `&self`), so one thread can fsync a file
+//! while another appends to it: that is what lets a log keep taking records during a sync.
+//!
 //! The contract a [`Vfs`] keeps (and `SimFs` models): data written to a file is durable only
 //! once [`VfsFile::sync`] returned Ok; a file created, removed or renamed is durable only once
 //! [`Vfs::sync_dir`] of its directory returned Ok.
@@ -9,18 +12,19 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One open file, read anywhere and appended to at its end.
 pub trait VfsFile: Send + Sync {
     /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Append all of `data` at the end of the file.
-    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    fn append(&self, data: &[u8]) -> io::Result<()>;
     /// Make everything written so far durable (fdatasync).
-    fn sync(&mut self) -> io::Result<()>;
+    fn sync(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
     /// Cut the file to `len` bytes (a torn tail found at recovery).
-    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    fn truncate(&self, len: u64) -> io::Result<()>;
 
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -44,9 +48,9 @@ pub trait VfsFile: Send + Sync {
 pub trait Vfs: Send + Sync {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// A new, empty file; an error if it exists.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>>;
     /// An existing file, for reading and appending.
-    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>>;
     /// The names of the files in `dir`, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove(&self, path: &Path) -> io::Result<()>;
@@ -70,11 +74,12 @@ impl VfsFile for OsFile {
         std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
     }
 
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        io::Write::write_all(&mut self.file, data)
+    fn append(&self, data: &[u8]) -> io::Result<()> {
+        // The file is opened for appending: every write goes to its end.
+        io::Write::write_all(&mut &self.file, data)
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 
@@ -82,7 +87,7 @@ impl VfsFile for OsFile {
         Ok(self.file.metadata()?.len())
     }
 
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
+    fn truncate(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.file.sync_all()
     }
@@ -93,18 +98,18 @@ impl Vfs for OsFs {
         std::fs::create_dir_all(dir)
     }
 
-    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
             .open(path)?;
-        Ok(Box::new(OsFile { file }))
+        Ok(Arc::new(OsFile { file }))
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
         let file = OpenOptions::new().read(true).append(true).open(path)?;
-        Ok(Box::new(OsFile { file }))
+        Ok(Arc::new(OsFile { file }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -189,7 +194,7 @@ mod tests {
         fs.create_dir_all(&dir).unwrap();
         let path = dir.join("f");
         let _ = fs.remove(&path);
-        let mut f = fs.create(&path).unwrap();
+        let f = fs.create(&path).unwrap();
         assert!(fs.create(&path).is_err(), "create refuses an existing file");
         f.append(b"hello ").unwrap();
         f.append(b"world").unwrap();

@@ -69,7 +69,7 @@ impl SnapshotFiles {
         if self.vfs.exists(&tmp) {
             self.vfs.remove(&tmp)?;
         }
-        let mut file = self.vfs.create(&tmp)?;
+        let file = self.vfs.create(&tmp)?;
         file.append(bytes)?;
         file.sync()?;
         self.vfs.rename(&tmp, &self.path())?;

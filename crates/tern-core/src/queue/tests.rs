@@ -542,3 +542,55 @@ fn dispatch_skips_many_blocked_consumers_cheaply() {
         assert_eq!((who(&out), ids(&out)), (vec![id], pushed));
     }
 }
+
+fn persistent(body: &str) -> Arc<Message> {
+    let mut m = (*msg(body)).clone();
+    m.properties.delivery_mode = Some(2);
+    Arc::new(m)
+}
+
+#[test]
+fn the_journal_records_what_happens_to_persistent_messages_only() {
+    let mut q = queue();
+    q.enable_journal();
+    let a = q.push(persistent("a"));
+    let b = q.push(persistent("b"));
+    let _transient = q.push(msg("t"));
+    let c = q.push(persistent("c"));
+    let d = q.push(persistent("d"));
+    q.add_consumer(with_prefetch(1, CH1, 2)).unwrap();
+    assert_eq!(who(&dispatch(&mut q)), [1, 1]);
+    assert_eq!(
+        q.take_journal(),
+        [QueueEvent::Delivered(a), QueueEvent::Delivered(b)]
+    );
+    q.ack(CH1, &[a]);
+    q.reject(CH1, &[b], true);
+    assert_eq!(
+        q.take_journal(),
+        [QueueEvent::Removed(a)],
+        "a requeue removes nothing"
+    );
+    let got = q.get(CH2, true).expect("the requeued one");
+    assert_eq!(got.msg_id, b);
+    assert_eq!(q.take_journal(), [QueueEvent::Removed(b)]);
+    q.remove_consumer(ConsumerId(1));
+    assert_eq!(q.purge(), 3);
+    assert_eq!(
+        q.take_journal(),
+        [QueueEvent::Removed(c), QueueEvent::Removed(d)]
+    );
+}
+
+#[test]
+fn restored_messages_keep_their_ids_and_redelivered_flag_and_new_ones_follow() {
+    let mut q = queue();
+    q.restore(MsgId(5), persistent("five"), true);
+    q.restore(MsgId(9), persistent("nine"), false);
+    let next = q.push(msg("new"));
+    assert_eq!(next, MsgId(10));
+    q.add_consumer(spec(1, CH1)).unwrap();
+    let out = dispatch(&mut q);
+    let seen: Vec<(u64, bool)> = out.iter().map(|d| (d.msg_id.0, d.redelivered)).collect();
+    assert_eq!(seen, [(5, true), (9, false), (10, false)]);
+}
