@@ -24,6 +24,9 @@ pub enum ConnEvent {
         suffix: ShortStr,
         message: Arc<Message>,
     },
+    /// A queue has the publishes of batch `token` safely (on disk, for a durable queue), or
+    /// (`ok` false) could not take them.
+    Confirmed { token: u64, ok: bool },
     /// Close the connection with this code and text (operator action, shutdown).
     Close { code: ReplyCode, text: String },
 }

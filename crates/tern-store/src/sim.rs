@@ -261,6 +261,15 @@ impl Vfs for SimFs {
             .ok_or_else(|| not_found(path))
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.names.keys().any(|p| p.parent() == Some(dir)) {
+            return Err(io::Error::from_raw_os_error(39)); // ENOTEMPTY
+        }
+        s.durable_names.remove(dir);
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
         let inode = s.names.remove(from).ok_or_else(|| not_found(from))?;

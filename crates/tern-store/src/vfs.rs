@@ -54,6 +54,8 @@ pub trait Vfs: Send + Sync {
     /// The names of the files in `dir`, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Remove an empty directory.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Rename `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Make the directory's entries (creations, removals, renames) durable.
@@ -125,6 +127,10 @@ impl Vfs for OsFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir(dir)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

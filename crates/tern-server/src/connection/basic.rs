@@ -12,17 +12,18 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tern_amqp::frame::{encode_body, encode_content_header_raw};
 use tern_amqp::{
-    AmqpError, BasicAck, BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet,
-    BasicGetOk, BasicPublish, BasicQos, BasicReturn, ContentHeader, FieldValue, Method, ReplyCode,
-    ShortStr,
+    AmqpError, BasicCancel, BasicCancelOk, BasicConsume, BasicConsumeOk, BasicGet, BasicGetOk,
+    BasicPublish, BasicQos, BasicReturn, ContentHeader, FieldValue, Method, ReplyCode, ShortStr,
 };
 use tern_core::message::Message;
 use tern_core::names::{ConsumerId, QueueName};
 use tern_core::queue::{ChannelCredit, ConsumerSpec, MsgId};
 
+use super::confirms::Answer;
 use super::deliver::{ConsumerInfo, UnackedEntry};
 use super::reply_to::is_reply_address;
 use super::Connection;
+use crate::queue_actor::store::ConfirmRequest;
 use crate::queue_actor::{QueueCmd, QueueHandle};
 
 /// Bodies up to this size are copied out of the read buffer, so a long-lived small message does
@@ -49,20 +50,38 @@ pub struct TxBuffer {
     commands: Vec<(QueueHandle, QueueCmd)>,
 }
 
+/// One queue's share of a batch; `to_disk`: a durable queue got persistent messages, so its
+/// confirm waits for its fsync.
+struct QueueBatch {
+    queue: QueueHandle,
+    messages: Vec<Arc<Message>>,
+    to_disk: bool,
+}
+
 /// Work collected while draining one read buffer, sent when it is drained.
 #[derive(Default)]
 pub struct PendingBatches {
-    publishes: Vec<(QueueHandle, Vec<Arc<Message>>)>,
+    publishes: Vec<QueueBatch>,
     commands: Vec<(QueueHandle, QueueCmd)>,
-    /// (channel, highest confirmed sequence number) to ack once the batch is handed off.
+    /// (channel, highest confirmed sequence number) to ack once the batch is safe.
     confirms: Vec<(u16, u64)>,
+    /// Channels whose tx.commit-ok waits for this batch.
+    commits: Vec<u16>,
 }
 
 impl PendingBatches {
     fn add_publish(&mut self, queue: &QueueHandle, message: &Arc<Message>) {
-        match self.publishes.iter_mut().find(|(q, _)| q.same(queue)) {
-            Some((_, batch)) => batch.push(message.clone()),
-            None => self.publishes.push((queue.clone(), vec![message.clone()])),
+        let to_disk = queue.def().durable && message.is_persistent();
+        match self.publishes.iter_mut().find(|b| b.queue.same(queue)) {
+            Some(b) => {
+                b.messages.push(message.clone());
+                b.to_disk |= to_disk;
+            }
+            None => self.publishes.push(QueueBatch {
+                queue: queue.clone(),
+                messages: vec![message.clone()],
+                to_disk,
+            }),
         }
     }
 
@@ -78,7 +97,10 @@ impl PendingBatches {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.publishes.is_empty() && self.commands.is_empty() && self.confirms.is_empty()
+        self.publishes.is_empty()
+            && self.commands.is_empty()
+            && self.confirms.is_empty()
+            && self.commits.is_empty()
     }
 }
 
@@ -357,26 +379,72 @@ impl Connection {
         encode_body(ch, &message.body, self.frame_max, &mut self.out);
     }
 
-    /// Hand every collected publish and queue command to its queue, then send confirms.
+    /// Hand every collected publish and queue command to its queue; answer the batch's
+    /// confirms and commits once the queues that write it to disk say it is there.
     pub(super) async fn flush_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        for (queue, messages) in pending.publishes.drain(..) {
-            let _ = queue.send(QueueCmd::Publish(messages)).await;
+        let answers: Vec<Answer> = pending
+            .confirms
+            .drain(..)
+            .map(|(channel, seq)| Answer::Ack { channel, seq })
+            .chain(
+                pending
+                    .commits
+                    .drain(..)
+                    .map(|channel| Answer::CommitOk { channel }),
+            )
+            .collect();
+        let to_disk = pending.publishes.iter().filter(|b| b.to_disk).count() as u32;
+        let mut token = None;
+        if !answers.is_empty() && (to_disk > 0 || !self.confirm_backlog.is_empty()) {
+            let (t, now) = self.confirm_backlog.register(to_disk, answers);
+            token = Some(t);
+            self.send_answers(now);
+        } else {
+            self.send_answers(answers.into_iter().map(|a| (a, true)).collect());
+        }
+        for b in pending.publishes.drain(..) {
+            let confirm = match token {
+                Some(token) if b.to_disk => Some(ConfirmRequest {
+                    sink: self.sink.clone(),
+                    token,
+                }),
+                _ => None,
+            };
+            let cmd = QueueCmd::Publish {
+                messages: b.messages,
+                confirm,
+            };
+            if b.queue.send(cmd).await.is_err() {
+                if let Some(token) = token.filter(|_| b.to_disk) {
+                    // The queue is gone: what it would have held went with it.
+                    let now = self.confirm_backlog.confirmed(token, true);
+                    self.send_answers(now);
+                }
+            }
         }
         for (queue, cmd) in pending.commands.drain(..) {
             let _ = queue.send(cmd).await;
         }
-        for (ch, seq) in pending.confirms.drain(..) {
-            let ack = Method::BasicAck(BasicAck {
-                delivery_tag: seq,
-                multiple: true,
-            });
-            self.send_method(ch, &ack);
-        }
         self.pending = pending;
+    }
+
+    /// A queue has a batch on disk (or could not take it).
+    pub(super) fn on_confirmed(&mut self, token: u64, ok: bool) {
+        let now = self.confirm_backlog.confirmed(token, ok);
+        self.send_answers(now);
+    }
+
+    fn send_answers(&mut self, answers: Vec<(Answer, bool)>) {
+        for (answer, ok) in answers {
+            let (ch, method) = answer.method(ok);
+            if self.channels.get(&ch).is_some_and(|c| !c.closing) {
+                self.send_method(ch, &method);
+            }
+        }
     }
 
     fn settle(&mut self, ch: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
@@ -689,8 +757,8 @@ impl Connection {
             }
         }
         self.pending.commands.extend(commands);
+        self.pending.commits.push(ch);
         self.flush_pending().await;
-        self.send_method(ch, &Method::TxCommitOk(Default::default()));
         Ok(())
     }
 

@@ -192,7 +192,11 @@ impl Connection {
             }
         }
         if !republish.is_empty() {
-            let _ = queue.send(QueueCmd::Publish(republish)).await;
+            let cmd = QueueCmd::Publish {
+                messages: republish,
+                confirm: None,
+            };
+            let _ = queue.send(cmd).await;
         }
     }
 

@@ -14,6 +14,7 @@
 
 mod basic;
 mod channel;
+mod confirms;
 mod deliver;
 mod handshake;
 mod reply_to;
@@ -114,6 +115,8 @@ pub struct Connection {
     pending: PendingBatches,
     /// No-ack deliveries written since the last flush, per (queue, consumer).
     noack_credit: Vec<deliver::NoAckCredit>,
+    /// Confirms and commits waiting for durable queues' fsyncs.
+    confirm_backlog: confirms::ConfirmBacklog,
     /// Bytes of direct replies sent to this connection and not yet written (see
     /// `crate::direct_reply`).
     reply_backlog: Arc<std::sync::atomic::AtomicU64>,
@@ -163,6 +166,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         route_cache: basic::RouteCache::default(),
         pending: PendingBatches::default(),
         noack_credit: Vec::new(),
+        confirm_backlog: Default::default(),
         reply_backlog: Arc::default(),
         out: BytesMut::new(),
         closing: false,
@@ -421,6 +425,7 @@ impl Connection {
                 message,
             } => self.on_direct_reply(channel, &suffix, &message),
             ConnEvent::Close { code, text } => self.close_connection(AmqpError::new(code, text)),
+            ConnEvent::Confirmed { token, ok } => self.on_confirmed(token, ok),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! waits on a connection, so a slow consumer cannot stall the queue or its other consumers.
 
 mod flow;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -25,11 +26,23 @@ use tern_core::queue::{ConsumerSpec, Delivery, GetResult, MsgId, QueueOptions, Q
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use self::flow::PublishFlow;
+use self::store::{ConfirmRequest, QueueStore};
 use crate::broker::Broker;
 use crate::sink::{ConnEvent, ConnSink};
 
 pub enum QueueCmd {
-    Publish(Vec<Arc<Message>>),
+    /// With `confirm`, the queue answers once it has the messages safely: for a durable
+    /// queue, once its persistent ones are on disk.
+    Publish {
+        messages: Vec<Arc<Message>>,
+        confirm: Option<ConfirmRequest>,
+    },
+    /// The queue's own: the fsync begun at `upto` returned.
+    Synced {
+        upto: u64,
+        pending: tern_store::PendingSync,
+        result: std::io::Result<()>,
+    },
     /// Boxed: rare, and the largest variant; every inbox slot is sized by the largest.
     Consume {
         spec: Box<ConsumerSpec>,
@@ -119,7 +132,7 @@ impl QueueHandle {
 
     /// Send a command. A publish first waits for inbox credit (publisher backpressure).
     pub async fn send(&self, cmd: QueueCmd) -> Result<(), QueueGone> {
-        if let QueueCmd::Publish(messages) = &cmd {
+        if let QueueCmd::Publish { messages, .. } = &cmd {
             let permits = self.0.credit_for(messages.len());
             let credit = self.0.publish_credit.acquire_many(permits).await;
             credit.map_err(|_| QueueGone)?.forget();
@@ -161,6 +174,13 @@ struct QueueActor {
     deleted: bool,
     /// queue.delete's answer, sent once the definition is gone.
     delete_reply: Option<(u32, oneshot::Sender<Result<u32, AmqpError>>)>,
+    /// A durable queue's messages on disk (opened when the actor starts).
+    store: Option<QueueStore>,
+    /// Its storage could not be read: the queue refuses work instead of guessing.
+    failed: bool,
+    /// Stopped from outside (its vhost or definition went): its store goes too.
+    stopped: bool,
+    data_dir: std::path::PathBuf,
 }
 
 pub fn spawn(
@@ -192,9 +212,24 @@ pub fn spawn(
         flow: PublishFlow::new(broker.config.queue_flow_backlog_messages),
         deleted: false,
         delete_reply: None,
+        store: None,
+        failed: false,
+        stopped: false,
+        data_dir: broker.config.data_dir.clone(),
     };
     tokio::spawn(actor.run(rx));
     QueueHandle(shared)
+}
+
+/// A durable queue's log failed (an fsync error, say): what it confirmed may not be on disk
+/// any more, so the node stops rather than go on promising (DESIGN.md's durability contract).
+fn fatal_storage(queue: &QueueShared, e: &tern_store::StoreError) -> ! {
+    tracing::error!(queue = %queue.name, vhost = %queue.vhost, error = %e, "queue storage failed: stopping the node");
+    eprintln!(
+        "tern: storage of queue '{}' failed: {e}; stopping",
+        queue.name
+    );
+    std::process::exit(70)
 }
 
 /// Commands taken per wake-up at most, so one busy queue yields to others.
@@ -205,9 +240,47 @@ const IDLE_BATCH: usize = 4;
 impl QueueActor {
     async fn run(mut self, rx: mpsc::UnboundedReceiver<QueueCmd>) {
         let shared = self.shared.clone();
+        if shared.def.durable {
+            self.recover().await;
+        }
         self.serve(rx).await;
         // Publishers waiting for credit learn that the queue is gone.
         shared.publish_credit.close();
+        if let Some(store) = self.store.take() {
+            if self.deleted || self.stopped {
+                store.destroy();
+            }
+        }
+    }
+
+    /// Open the queue's store and put back the messages it holds. Damage there marks this
+    /// queue failed (logged); the node and its other queues go on serving.
+    async fn recover(&mut self) {
+        let vfs: Arc<dyn tern_store::Vfs> = Arc::new(tern_store::OsFs);
+        let (vhost, name) = (self.shared.vhost.clone(), self.shared.name.clone());
+        let dir = store::queue_dir(&self.data_dir, &vhost, &name);
+        let opened =
+            tokio::task::spawn_blocking(move || QueueStore::open(vfs, &dir, &vhost, &name)).await;
+        match opened {
+            Ok(Ok((store, recovery))) => {
+                let n = recovery.len();
+                for (id, message, redelivered) in recovery.finish() {
+                    self.state.restore(id, message, redelivered);
+                }
+                if n > 0 {
+                    tracing::info!(queue = %self.shared.name, vhost = %self.shared.vhost, messages = n, "recovered");
+                }
+                self.state.enable_journal();
+                self.store = Some(store);
+            }
+            Ok(Err(e)) => self.fail(&e.to_string()),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, error: &str) {
+        tracing::error!(queue = %self.shared.name, vhost = %self.shared.vhost, %error, "queue storage unreadable: the queue is marked failed");
+        self.failed = true;
     }
 
     async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<QueueCmd>) {
@@ -217,7 +290,10 @@ impl QueueActor {
             let flow_timer = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 n = rx.recv_many(&mut cmds, BATCH) => if n == 0 { break },
-                _ = self.shared.stop.notified() => break,
+                _ = self.shared.stop.notified() => {
+                    self.stopped = true;
+                    break;
+                }
                 _ = flow_timer, if recheck.is_some() => {}
             }
             let taken = cmds.len();
@@ -232,6 +308,7 @@ impl QueueActor {
                 return self.finish_delete().await;
             }
             self.dispatch();
+            self.persist();
             if self.should_auto_delete() {
                 self.deleted = true;
                 self.cancel_consumers();
@@ -244,12 +321,27 @@ impl QueueActor {
 
     fn handle(&mut self, cmd: QueueCmd) {
         match cmd {
-            QueueCmd::Publish(messages) => {
+            QueueCmd::Publish { messages, confirm } => {
                 let permits = self.shared.credit_for(messages.len());
-                for m in messages {
-                    self.state.push(m);
-                }
                 self.flow.hold(permits as usize);
+                self.publish(messages, confirm);
+            }
+            QueueCmd::Synced {
+                upto,
+                pending,
+                result,
+            } => {
+                if let Some(store) = self.store.as_mut() {
+                    if let Err(e) = store.finish_sync(upto, &pending, result) {
+                        fatal_storage(&self.shared, &e);
+                    }
+                }
+            }
+            QueueCmd::Consume { reply, .. } if self.failed => {
+                let _ = reply.send(Err(self.failed_error()));
+            }
+            QueueCmd::Get { reply, .. } if self.failed => {
+                let _ = reply.send(None);
             }
             QueueCmd::Consume { spec, sink, reply } => {
                 let id = spec.id;
@@ -299,6 +391,68 @@ impl QueueActor {
         }
     }
 
+    /// Take messages in; a durable queue writes its persistent ones and answers `confirm` once
+    /// they are on disk.
+    fn publish(&mut self, messages: Vec<Arc<Message>>, confirm: Option<ConfirmRequest>) {
+        if self.failed {
+            if let Some(c) = confirm {
+                c.answer(false);
+            }
+            return;
+        }
+        for m in messages {
+            let id = self.state.push(m.clone());
+            if let (Some(store), true) = (self.store.as_mut(), m.is_persistent()) {
+                if let Err(e) = store.append_enqueue(id, &m) {
+                    fatal_storage(&self.shared, &e);
+                }
+            }
+        }
+        match (confirm, self.store.as_mut()) {
+            (Some(c), Some(store)) => store.confirm_after_sync(c),
+            (Some(c), None) => c.confirm(),
+            (None, _) => {}
+        }
+    }
+
+    /// Write the journal (deliveries, removals) and start an fsync if anything waits for one.
+    fn persist(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let events = self.state.take_journal();
+        let result = store.append_events(&events).and_then(|()| {
+            if store.wants_sync() {
+                store.begin_sync()
+            } else {
+                store.write().map(|()| None)
+            }
+        });
+        match result {
+            Ok(Some((upto, pending))) => {
+                let tx = self.shared.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = pending.run();
+                    let _ = tx.send(QueueCmd::Synced {
+                        upto,
+                        pending,
+                        result,
+                    });
+                });
+            }
+            Ok(None) => {}
+            Err(e) => fatal_storage(&self.shared, &e),
+        }
+    }
+
+    fn failed_error(&self) -> AmqpError {
+        let text = format!(
+            "queue '{}' in vhost '{}' is down: its messages on disk are damaged (see the broker log)",
+            self.shared.name, self.shared.vhost
+        );
+        AmqpError::new(ReplyCode::NotFound, text)
+    }
+
     /// Give publishers back the credit flow control allows; when to look again if any is held.
     fn settle_publish_credit(&mut self) -> Option<Instant> {
         let backlog = self.state.message_count() as usize;
@@ -339,12 +493,16 @@ impl QueueActor {
         self.cancel_consumers();
     }
 
-    /// Drop the definition (through the metadata log), then answer queue.delete if asked.
+    /// Drop the definition (through the metadata log) and the messages on disk, then answer
+    /// queue.delete if asked.
     async fn finish_delete(&mut self) {
         if let Some(broker) = self.broker.upgrade() {
             broker
                 .remove_queue(&self.shared.vhost, &self.shared.name)
                 .await;
+        }
+        if let Some(store) = self.store.take() {
+            let _ = tokio::task::spawn_blocking(move || store.destroy()).await;
         }
         if let Some((count, reply)) = self.delete_reply.take() {
             let _ = reply.send(Ok(count));
