@@ -44,7 +44,7 @@ struct ServerArgs {
     /// Address to listen on (RabbitMQ's default: all interfaces).
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
-    /// Where durable state will live.
+    /// Where durable state lives: the metadata log, durable queues' messages.
     #[arg(long, default_value = "./tern-data")]
     data_dir: PathBuf,
     /// frame_max offered to clients.
