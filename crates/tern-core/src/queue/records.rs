@@ -208,6 +208,11 @@ impl Recovery {
         self.live.len()
     }
 
+    /// The ids still live, in order.
+    pub fn ids(&self) -> impl Iterator<Item = MsgId> + '_ {
+        self.live.keys().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }

@@ -7,10 +7,15 @@
 //! for the fsync that covers its records ([`QueueStore::confirm_after_sync`]). Removals and
 //! deliveries are written but never waited for: losing them in a crash only redelivers.
 //!
+//! Space comes back segment by segment from the oldest: a sealed segment goes once none of the
+//! messages enqueued in it is live. Only from the oldest, because a segment's removal records
+//! may be all that keeps an older segment's message from coming back. (A few long-unacked
+//! messages at the head can hold segments behind them; compacting such a head is left to do.)
+//!
 //! Each queue's directory is `queues/<128-bit hash of vhost and name>/` with a `NAME` file
 //! holding the vhost and name (queue names may hold any byte, file names may not).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,6 +60,10 @@ pub struct QueueStore {
     /// if no publisher waits for it. Deliveries and removals alone never cost an fsync.
     enqueued_since_sync: bool,
     scratch: Vec<u8>,
+    /// The first id enqueued in each segment that holds enqueues: id -> segment.
+    first_ids: BTreeMap<u64, u64>,
+    /// Live messages enqueued in each such segment.
+    live: BTreeMap<u64, u64>,
 }
 
 /// FNV-1a 64 under two offset bases: 128 bits, stable across builds and platforms.
@@ -89,17 +98,41 @@ impl QueueStore {
         vhost: &VhostName,
         name: &QueueName,
     ) -> Result<(QueueStore, Recovery), StoreError> {
+        Self::open_with(
+            vfs,
+            dir,
+            vhost,
+            name,
+            LogOptions::default().max_segment_bytes,
+        )
+    }
+
+    fn open_with(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        vhost: &VhostName,
+        name: &QueueName,
+        max_segment_bytes: u64,
+    ) -> Result<(QueueStore, Recovery), StoreError> {
         vfs.create_dir_all(dir)?;
         write_name(&*vfs, dir, vhost, name)?;
         let mut recovery = Recovery::default();
         let mut bad = None;
+        let mut first_ids: BTreeMap<u64, u64> = BTreeMap::new();
         let opts = LogOptions {
             max_record_bytes: u32::MAX / 2,
-            ..LogOptions::default()
+            max_segment_bytes,
         };
         let log = SegmentLog::open(vfs.clone(), dir, opts, |pos, data| {
             match records::decode(Bytes::copy_from_slice(data)) {
-                Ok(r) => recovery.apply(r),
+                Ok(r) => {
+                    if let records::QueueRecord::Enqueue { id, .. } = &r {
+                        if first_ids.values().next_back() != Some(&pos.segment) {
+                            first_ids.insert(id.0, pos.segment);
+                        }
+                    }
+                    recovery.apply(r)
+                }
                 Err(e) => bad = Some((pos, e)),
             }
             Ok(())
@@ -111,7 +144,7 @@ impl QueueStore {
                 detail: format!("segment {}: {e}", pos.segment),
             });
         }
-        let store = QueueStore {
+        let mut store = QueueStore {
             vfs,
             dir: dir.to_path_buf(),
             log,
@@ -121,14 +154,26 @@ impl QueueStore {
             waiting: VecDeque::new(),
             enqueued_since_sync: false,
             scratch: Vec::new(),
+            first_ids,
+            live: BTreeMap::new(),
         };
+        for id in recovery.ids() {
+            if let Some(segment) = store.segment_of(id) {
+                *store.live.entry(segment).or_default() += 1;
+            }
+        }
+        store.reclaim()?;
         Ok((store, recovery))
     }
 
     pub fn append_enqueue(&mut self, id: MsgId, message: &Message) -> Result<(), StoreError> {
         self.scratch.clear();
         records::encode_enqueue(id, message, &mut self.scratch);
-        self.log.append(&self.scratch)?;
+        let pos = self.log.append(&self.scratch)?;
+        if self.first_ids.values().next_back() != Some(&pos.segment) {
+            self.first_ids.insert(id.0, pos.segment);
+        }
+        *self.live.entry(pos.segment).or_default() += 1;
         self.appended += 1;
         self.enqueued_since_sync = true;
         Ok(())
@@ -140,13 +185,55 @@ impl QueueStore {
     }
 
     pub fn append_events(&mut self, events: &[QueueEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut out = Vec::new();
         records::encode_events(events, &mut out);
         for record in out {
             self.log.append(&record)?;
             self.appended += 1;
         }
+        let mut head_freed = false;
+        for e in events {
+            if let QueueEvent::Removed(id) = e {
+                if let Some(segment) = self.segment_of(*id) {
+                    let live = self.live.entry(segment).or_default();
+                    *live = live.saturating_sub(1);
+                    head_freed |= *live == 0;
+                }
+            }
+        }
+        if head_freed {
+            self.reclaim()?;
+        }
         Ok(())
+    }
+
+    fn segment_of(&self, id: MsgId) -> Option<u64> {
+        self.first_ids.range(..=id.0).next_back().map(|(_, s)| *s)
+    }
+
+    /// Delete sealed segments from the oldest while none of their messages is live.
+    fn reclaim(&mut self) -> Result<(), StoreError> {
+        let active = self.log.active_segment();
+        let dead: Vec<u64> = self
+            .log
+            .segment_ids()
+            .take_while(|s| *s != active && self.live.get(s).is_none_or(|n| *n == 0))
+            .collect();
+        for segment in dead {
+            self.log.remove_segment(segment)?;
+            self.live.remove(&segment);
+            self.first_ids.retain(|_, s| *s != segment);
+        }
+        Ok(())
+    }
+
+    /// Segment files on disk.
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        self.log.segment_ids().count()
     }
 
     /// Confirm `request` once everything appended so far is on disk (now, if it is).
@@ -277,6 +364,47 @@ mod tests {
         let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
         let (vh, q) = (VhostName::from("/"), QueueName::from("q"));
         QueueStore::open(vfs, &queue_dir(Path::new("/data"), &vh, &q), &vh, &q).unwrap()
+    }
+
+    fn sync(store: &mut QueueStore) {
+        if let Some((upto, pending)) = store.begin_sync().unwrap() {
+            store.finish_sync(upto, &pending, pending.run()).unwrap();
+        }
+    }
+
+    #[test]
+    fn segments_whose_messages_are_all_gone_are_deleted_oldest_first() {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/data/queues")).unwrap();
+        let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+        let (vh, q) = (VhostName::from("/"), QueueName::from("q"));
+        let dir = queue_dir(Path::new("/data"), &vh, &q);
+        let open = |vfs: Arc<dyn Vfs>| QueueStore::open_with(vfs, &dir, &vh, &q, 16 << 10).unwrap();
+        let (mut store, _) = open(vfs.clone());
+        let body = "x".repeat(1000);
+        for i in 1..=100 {
+            store.append_enqueue(MsgId(i), &message(&body)).unwrap();
+        }
+        sync(&mut store);
+        let before = store.segment_count();
+        assert!(before >= 6, "{before} segments");
+        // Removing a message from the middle frees nothing: the head still holds live ones.
+        store
+            .append_events(&[QueueEvent::Removed(MsgId(60))])
+            .unwrap();
+        assert_eq!(store.segment_count(), before);
+        let head: Vec<QueueEvent> = (1..=50).map(|i| QueueEvent::Removed(MsgId(i))).collect();
+        store.append_events(&head).unwrap();
+        sync(&mut store);
+        let after = store.segment_count();
+        assert!(after < before - 2, "{before} -> {after} segments");
+        let (_, recovered) = open(Arc::new(fs.crash(Crash::LoseUnsynced)));
+        let ids: Vec<u64> = recovered.ids().map(|id| id.0).collect();
+        let expect: Vec<u64> = (51..=100).filter(|i| *i != 60).collect();
+        assert_eq!(
+            ids, expect,
+            "nothing live was lost with the deleted segments"
+        );
     }
 
     #[test]
