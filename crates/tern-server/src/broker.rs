@@ -19,6 +19,7 @@ use tern_core::names::{ConnectionId, QueueName, VhostName};
 use tern_core::queue::QueueOptions;
 use tern_core::routing::RoutingSnapshot;
 
+use crate::alarms::Alarms;
 use crate::config::Config;
 use crate::direct_reply::ReplyRegistry;
 use crate::queue_actor::{self, QueueHandle};
@@ -40,6 +41,8 @@ pub struct Broker {
     connections: Mutex<HashMap<ConnectionId, ConnSink>>,
     /// Direct reply-to consumers, by reply address.
     pub replies: ReplyRegistry,
+    /// Resource alarms (free disk space) that block publishers.
+    pub alarms: Arc<Alarms>,
 }
 
 /// A read-only view a connection caches: the routing snapshot plus the generation it belongs to.
@@ -53,7 +56,6 @@ impl Broker {
     pub fn new(config: Config) -> Arc<Self> {
         let snapshot = Metadata::new().snapshot();
         Arc::new_cyclic(|me: &Weak<Broker>| Broker {
-            config,
             meta: Arc::new(SharedMeta::new(Arc::new(BrokerHook(me.clone())))),
             raft: OnceLock::new(),
             snapshot: RwLock::new(snapshot),
@@ -63,6 +65,8 @@ impl Broker {
             connection_count: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
             replies: ReplyRegistry::default(),
+            alarms: Arc::new(Alarms::new(config.disk_free_limit_bytes)),
+            config,
         })
     }
 

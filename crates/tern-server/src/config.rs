@@ -39,6 +39,11 @@ pub struct Config {
     /// Bytes of direct replies (`amq.rabbitmq.reply-to`) a connection may have waiting to be
     /// written; replies beyond it are dropped (direct reply-to is at most once, as in RabbitMQ).
     pub direct_reply_backlog_bytes: u64,
+    /// Free disk space on the data directory's file system below which publishers are
+    /// blocked (RabbitMQ's disk_free_limit, 50 MB by default).
+    pub disk_free_limit_bytes: u64,
+    /// How often free disk space is checked.
+    pub disk_check_interval: Duration,
     /// Consumers one channel may have.
     pub max_consumers_per_channel: usize,
 }
@@ -61,6 +66,8 @@ impl Default for Config {
             no_ack_credit: 2000,
             no_ack_credit_bytes: 4 * 1024 * 1024,
             direct_reply_backlog_bytes: 32 * 1024 * 1024,
+            disk_free_limit_bytes: 50_000_000,
+            disk_check_interval: Duration::from_secs(1),
             max_consumers_per_channel: 65_536,
         }
     }

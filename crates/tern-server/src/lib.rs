@@ -8,12 +8,14 @@
 //! - `connection`: one client connection: handshake, frame reading, the channel state
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
+//! - `alarms`: the free-disk alarm that blocks publishers.
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
 //!   queue.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
 //! [`start`] binds the listener and returns a [`ServerHandle`].
 
+mod alarms;
 mod broker;
 pub mod config;
 mod connection;
@@ -74,6 +76,12 @@ impl ServerHandle {
         self.broker.close().await;
     }
 
+    /// Change the free-disk limit while running (`rabbitmqctl set_disk_free_limit`); the next
+    /// check applies it.
+    pub fn set_disk_free_limit(&self, bytes: u64) {
+        self.broker.alarms.set_disk_free_limit(bytes);
+    }
+
     /// Connections that finished the handshake and are still open.
     pub fn open_connections(&self) -> usize {
         self.broker.open_connections()
@@ -90,6 +98,11 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     let lock = tern_store::DirLock::acquire(&config.data_dir)?;
     let broker = Broker::new(config);
     broker.open().await?;
+    alarms::spawn_disk_monitor(
+        &broker.alarms,
+        broker.config.data_dir.clone(),
+        broker.config.disk_check_interval,
+    );
     let listener = TcpListener::bind((broker.config.bind, broker.config.amqp_port)).await?;
     let amqp_addr = listener.local_addr()?;
     tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listener started");

@@ -155,6 +155,7 @@ impl Connection {
         if m.immediate {
             return Err(err(ReplyCode::NotImplemented, "immediate=true", 60, 40));
         }
+        self.published = true;
         if let Some(c) = self.channels.get_mut(&ch) {
             c.publishing = Some(PartialPublish {
                 method: m,

@@ -82,6 +82,7 @@ impl From<AmqpError> for ConnError {
 pub struct ClientCaps {
     pub consumer_cancel_notify: bool,
     pub authentication_failure_close: bool,
+    pub connection_blocked: bool,
 }
 
 impl ClientCaps {
@@ -93,6 +94,7 @@ impl ClientCaps {
         ClientCaps {
             consumer_cancel_notify: flag("consumer_cancel_notify"),
             authentication_failure_close: flag("authentication_failure_close"),
+            connection_blocked: flag("connection.blocked"),
         }
     }
 }
@@ -123,6 +125,10 @@ pub struct Connection {
     out: BytesMut,
     /// Set once connection.close was sent or received: only close / close-ok matter now.
     closing: bool,
+    /// The client has published: an alarm blocks it (RabbitMQ blocks publishers only).
+    published: bool,
+    /// connection.blocked was sent and not yet followed by connection.unblocked.
+    blocked_sent: bool,
     /// The client answered our close, or sent its own: stop after the next write.
     done: bool,
     /// With `done`: close-ok answered a close we sent, so the socket goes at once (the client
@@ -170,6 +176,8 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         reply_backlog: Arc::default(),
         out: BytesMut::new(),
         closing: false,
+        published: false,
+        blocked_sent: false,
         done: false,
         hang_up: false,
     };
@@ -241,9 +249,15 @@ impl Connection {
         let mut wrote = false;
         let mut last_read_len = 0;
         let mut closing_since: Option<Instant> = None;
+        let mut alarms = self.broker.alarms.subscribe();
         // Any bytes that arrived with the handshake's last read.
         self.process_frames(&mut rbuf).await?;
+        let mut paused = false;
         loop {
+            if paused {
+                // A blocked peer may not be able to send even heartbeats: do not time it out.
+                last_read = Instant::now();
+            }
             let want = if last_read_len > READ_IDLE_BYTES / 2 {
                 READ_BUSY_BYTES
             } else {
@@ -260,7 +274,8 @@ impl Connection {
                     }
                     let _ = n;
                 }
-                r = reader.read_buf(&mut rbuf) => {
+                _ = alarms.changed() => {}
+                r = reader.read_buf(&mut rbuf), if !paused => {
                     last_read_len = r?;
                     if last_read_len == 0 {
                         return Err(ConnError::Eof);
@@ -281,6 +296,7 @@ impl Connection {
                     wrote = false;
                 }
             }
+            paused = self.follow_alarms(*alarms.borrow_and_update());
             if !self.out.is_empty() {
                 writer.write_all(&self.out).await?;
                 self.out.clear();
@@ -299,6 +315,33 @@ impl Connection {
                 return Err(ConnError::Closed);
             }
         }
+    }
+
+    /// Whether reading must pause for an alarm: only a connection that has published is
+    /// blocked, as in RabbitMQ. Tells clients that take it (`connection.blocked` capability)
+    /// when that starts and ends.
+    fn follow_alarms(&mut self, alarms: crate::alarms::AlarmState) -> bool {
+        let block = alarms.any() && self.published;
+        if block != self.blocked_sent {
+            self.blocked_sent = block;
+            tracing::info!(
+                conn = self.id.0,
+                blocked = block,
+                reason = alarms.reason(),
+                "publisher flow"
+            );
+            if self.caps.connection_blocked {
+                let method = if block {
+                    Method::ConnectionBlocked(tern_amqp::ConnectionBlocked {
+                        reason: tern_amqp::ShortStr::from_static(alarms.reason()),
+                    })
+                } else {
+                    Method::ConnectionUnblocked(Default::default())
+                };
+                self.send_method(0, &method);
+            }
+        }
+        block
     }
 
     /// Decode and handle every whole frame in the buffer, then send the batched publishes.

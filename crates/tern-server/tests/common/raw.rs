@@ -472,6 +472,7 @@ pub fn start_ok(mechanism: &str, response: &[u8]) -> Vec<u8> {
         "consumer_cancel_notify",
         "basic.nack",
         "publisher_confirms",
+        "connection.blocked",
     ] {
         caps.push(cap.len() as u8);
         caps.extend_from_slice(cap.as_bytes());
