@@ -15,6 +15,10 @@
 //!   ack-mode delivery and released by this queue when the delivery leaves unacked.
 //! - Ready messages are kept in [`MsgId`] order; requeued messages go back to their original
 //!   position, as RabbitMQ does, flagged redelivered.
+//! - Paging: ready messages beyond what the server keeps in memory are *paged* — on disk
+//!   only, counted here ([`QueueState::push_paged`]), all younger than every ready message in
+//!   memory; the server loads them back in id order as consumers catch up
+//!   ([`QueueState::load`]). Paged messages count as ready for message counts.
 //! - With a journal ([`QueueState::enable_journal`], for durable queues), every change to a
 //!   persistent message's fate is recorded as a [`QueueEvent`] for the server to write down:
 //!   delivered (so it comes back redelivered after a restart) and removed (acked, rejected,
@@ -40,7 +44,7 @@ use consumers::{ConsumerRef, Consumers};
 pub use credit::ChannelCredit;
 
 /// A message's identity within one queue: assigned by [`QueueState::push`], increasing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MsgId(pub u64);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,6 +121,9 @@ pub struct QueueState {
     requeue: Vec<ReadyMsg>,
     /// What happened to persistent messages since the last [`QueueState::take_journal`].
     journal: Option<Vec<QueueEvent>>,
+    /// Ready messages on disk only (see the module docs), and their bytes.
+    paged: u64,
+    paged_bytes: u64,
 }
 
 /// A change to a persistent message's fate, for a durable queue's log.
@@ -149,7 +156,55 @@ impl QueueState {
             consumers: Consumers::new(options.single_active_consumer),
             requeue: Vec::new(),
             journal: None,
+            paged: 0,
+            paged_bytes: 0,
         }
+    }
+
+    /// A message that goes straight to disk (the server has written it): it gets its id and
+    /// is counted, but not kept. Paging starts when the server decides memory is full, and
+    /// lasts while anything is paged: ids must stay in order.
+    pub fn push_paged(&mut self, size_bytes: u64) -> MsgId {
+        self.next_id += 1;
+        self.paged += 1;
+        self.paged_bytes += size_bytes;
+        MsgId(self.next_id)
+    }
+
+    /// Count `n` recovered messages of `bytes` that stay on disk for now, with ids up to
+    /// `max_id`.
+    pub fn restore_paged(&mut self, n: u64, bytes: u64, max_id: MsgId) {
+        self.paged += n;
+        self.paged_bytes += bytes;
+        self.next_id = self.next_id.max(max_id.0);
+    }
+
+    /// A paged message read back from disk, the oldest paged one: it joins the ready messages
+    /// in memory, at the back.
+    pub fn load(&mut self, id: MsgId, message: Arc<Message>, redelivered: bool) {
+        debug_assert!(self.paged > 0, "loading a message that was not paged");
+        debug_assert!(
+            self.ready.back().is_none_or(|m| m.id < id),
+            "loaded out of order"
+        );
+        self.paged = self.paged.saturating_sub(1);
+        self.paged_bytes = self.paged_bytes.saturating_sub(size_of(&message));
+        self.ready_bytes += size_of(&message);
+        self.ready.push_back(ReadyMsg {
+            id,
+            message,
+            redelivered,
+        });
+    }
+
+    /// Messages on disk only.
+    pub fn paged(&self) -> u64 {
+        self.paged
+    }
+
+    /// Ready messages held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.ready.len()
     }
 
     /// Record [`QueueEvent`]s for persistent messages from now on.
@@ -326,6 +381,9 @@ impl QueueState {
             let gone = self.ready.iter().filter(|m| m.message.is_persistent());
             journal.extend(gone.map(|m| QueueEvent::Removed(m.id)));
         }
+        // Paged messages go too; the server drops them from its store (it knows their ids).
+        self.paged = 0;
+        self.paged_bytes = 0;
         self.ready.clear();
         self.ready_bytes = 0;
         n
@@ -348,8 +406,9 @@ impl QueueState {
     }
 
     /// Ready messages.
+    /// Ready messages, paged ones included.
     pub fn message_count(&self) -> u32 {
-        count(self.ready.len())
+        u32::try_from(self.ready.len() as u64 + self.paged).unwrap_or(u32::MAX)
     }
 
     pub fn unacked_count(&self) -> u32 {
@@ -360,6 +419,7 @@ impl QueueState {
         count(self.consumers.len())
     }
 
+    /// Bytes of ready messages in memory (paged ones not included).
     pub fn ready_bytes(&self) -> u64 {
         self.ready_bytes
     }

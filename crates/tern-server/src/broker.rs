@@ -22,7 +22,7 @@ use tern_core::routing::RoutingSnapshot;
 use crate::alarms::Alarms;
 use crate::config::Config;
 use crate::direct_reply::ReplyRegistry;
-use crate::queue_actor::{self, QueueHandle};
+use crate::queue_actor::{self, QueueCmd, QueueHandle};
 use crate::sink::{ConnEvent, ConnSink};
 
 pub type QueueKey = (VhostName, QueueName);
@@ -125,6 +125,13 @@ impl Broker {
     /// Start the metadata group on `data_dir/meta` (replaying it: queue actors start for the
     /// queues it holds), then drop what was not durable, as RabbitMQ does at boot.
     pub async fn open(self: &Arc<Self>) -> Result<(), MetaError> {
+        // Non-durable queues' paged messages do not outlive the node.
+        let paging = self.config.data_dir.join("paging");
+        if paging.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&paging) {
+                tracing::warn!(dir = %paging.display(), error = %e, "cannot clear old paging files");
+            }
+        }
         let vfs: Arc<dyn tern_store::Vfs> = Arc::new(tern_store::OsFs);
         let dir = self.config.data_dir.join("meta");
         let raft = MetaRaft::start(vfs, &dir, self.meta.clone()).await?;
@@ -137,7 +144,16 @@ impl Broker {
         Ok(())
     }
 
+    /// Clean shutdown: every queue makes what it wrote durable, then the metadata group stops.
     pub async fn close(&self) {
+        let queues: Vec<QueueHandle> = {
+            let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+            queues.values().cloned().collect()
+        };
+        for q in queues {
+            let flushed = q.ask(|reply| QueueCmd::Flush { reply });
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
+        }
         if let Some(raft) = self.raft.get() {
             raft.shutdown().await;
         }

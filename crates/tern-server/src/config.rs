@@ -36,6 +36,11 @@ pub struct Config {
     /// Bytes of messages a no-ack consumer may have in flight to its connection's writer: with
     /// large messages this, not the count, bounds the memory a slow no-ack reader holds.
     pub no_ack_credit_bytes: u64,
+    /// Ready messages a queue keeps in memory; more are paged to disk (a durable queue's own
+    /// log, or a scratch file for a non-durable one) and read back as consumers catch up.
+    pub queue_memory_messages: usize,
+    /// Bytes of ready messages a queue keeps in memory before paging.
+    pub queue_memory_bytes: u64,
     /// Bytes of direct replies (`amq.rabbitmq.reply-to`) a connection may have waiting to be
     /// written; replies beyond it are dropped (direct reply-to is at most once, as in RabbitMQ).
     pub direct_reply_backlog_bytes: u64,
@@ -65,6 +70,8 @@ impl Default for Config {
             queue_flow_backlog_messages: 8192,
             no_ack_credit: 2000,
             no_ack_credit_bytes: 4 * 1024 * 1024,
+            queue_memory_messages: 16_384,
+            queue_memory_bytes: 64 * 1024 * 1024,
             direct_reply_backlog_bytes: 32 * 1024 * 1024,
             disk_free_limit_bytes: 50_000_000,
             disk_check_interval: Duration::from_secs(1),

@@ -323,6 +323,87 @@ impl SegmentLog {
         }
     }
 
+    /// The first data record at or after `from` (written or still buffered), and where the one
+    /// after it starts: for reading a log front to back without holding it in memory.
+    pub fn read_next(
+        &self,
+        mut from: Position,
+    ) -> Result<Option<(Position, Vec<u8>, Position)>, StoreError> {
+        loop {
+            let Some(seg) = self.segments.get(&from.segment) else {
+                match self.segments.range(from.segment..).next() {
+                    Some((&id, _)) => {
+                        from = Position {
+                            segment: id,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let end = seg.len
+                + if from.segment == self.active {
+                    self.buf.len() as u64
+                } else {
+                    0
+                };
+            if from.offset >= end {
+                match self.segments.range(from.segment + 1..).next() {
+                    Some((&id, _)) => {
+                        from = Position {
+                            segment: id,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let (kind, data, framed) = self.read_framed(from, seg)?;
+            let next = Position {
+                segment: from.segment,
+                offset: from.offset + framed,
+            };
+            if kind == KIND_DATA {
+                return Ok(Some((from, data, next)));
+            }
+            from = next;
+        }
+    }
+
+    /// The record at `pos`: its kind byte, its data and its framed size.
+    fn read_framed(&self, pos: Position, seg: &Segment) -> Result<(u8, Vec<u8>, u64), StoreError> {
+        let path = || segment_path(&self.dir, pos.segment);
+        let bad = |e: record::Bad| corrupt(&path(), pos.offset, format!("{e:?}"));
+        let max = self.opts.max_record_bytes;
+        let (payload, framed) = if pos.segment == self.active && pos.offset >= seg.len {
+            let at = (pos.offset - seg.len) as usize;
+            let (payload, n) = record::decode(&self.buf[at..], max).map_err(bad)?;
+            (payload.to_vec(), n)
+        } else {
+            let mut header = [0u8; HEADER_BYTES];
+            seg.file.read_exact_at(&mut header, pos.offset)?;
+            let (len, _) = record::parse_header(&header, max).map_err(bad)?;
+            let mut buf = vec![0u8; HEADER_BYTES + len as usize];
+            seg.file.read_exact_at(&mut buf, pos.offset)?;
+            let (payload, n) = record::decode(&buf, max).map_err(bad)?;
+            (payload.to_vec(), n)
+        };
+        match payload.split_first() {
+            Some((&kind, data)) => Ok((kind, data.to_vec(), framed as u64)),
+            None => Err(corrupt(&path(), pos.offset, "empty record".into())),
+        }
+    }
+
+    /// Where the next record appended will go.
+    pub fn end(&self) -> Position {
+        Position {
+            segment: self.active,
+            offset: self.active_len() + self.buf.len() as u64,
+        }
+    }
+
     /// Segment ids, oldest first; the last is the active one.
     pub fn segment_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.segments.keys().copied()

@@ -205,3 +205,24 @@ fn a_new_segment_is_durable_once_created() {
         assert!(crashed.exists(&segment_file(id)), "segment {id}");
     }
 }
+
+#[test]
+fn read_next_walks_the_log_across_segments_markers_and_the_buffer() {
+    let fs = SimFs::new();
+    let (mut log, _) = open(&fs, opts(200)).unwrap();
+    append_all(&mut log, 0..20);
+    log.sync().unwrap();
+    append_all(&mut log, 20..25); // after a marker, partly buffered
+    let mut at = Position {
+        segment: 0,
+        offset: 0,
+    };
+    let mut seen = Vec::new();
+    while let Some((pos, data, next)) = log.read_next(at).unwrap() {
+        assert!(pos >= at);
+        seen.push(data);
+        at = next;
+    }
+    assert_eq!(seen, (0..25).map(rec).collect::<Vec<_>>());
+    assert_eq!(at.segment, log.end().segment);
+}

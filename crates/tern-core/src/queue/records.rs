@@ -1,14 +1,14 @@
 //! A durable queue's log records, and recovery from them. Pure: the server writes and reads
 //! the bytes (with `tern-store`), this module says what they mean.
 //!
-//! - `Enqueue`: a persistent message and its id, written when it is enqueued;
+//! - `Enqueue`: a message and its id: every persistent one of a durable queue, and any message
+//!   paged out of memory (a transient one is flagged so, and is not recovered);
 //! - `Delivered` / `Removed`: the queue's journal ([`super::QueueEvent`]), ids as ranges.
 //!
-//! Recovery folds them in log order: an enqueue makes a message live, a removal ends it, a
-//! delivery marks it (it comes back redelivered, as RabbitMQ's are after a restart).
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! Recovery reads the log once, keeping only ids ([`Index`]: bitmaps, two bits a message),
+//! never the messages: an enqueue of a persistent message makes it live, a removal ends it, a
+//! delivery marks it (it comes back redelivered, as RabbitMQ's are after a restart). The
+//! messages themselves are read back later, in order, as the queue has room for them.
 
 use bytes::{Buf, BufMut, Bytes};
 use tern_amqp::{BasicProperties, ShortStr};
@@ -39,10 +39,12 @@ pub enum QueueRecord {
     Removed(Vec<MsgId>),
 }
 
-pub fn encode_enqueue(id: MsgId, m: &Message, out: &mut Vec<u8>) {
+/// `paged`: the message went to disk instead of memory, and is to be read back from here.
+pub fn encode_enqueue(id: MsgId, m: &Message, paged: bool, out: &mut Vec<u8>) {
     out.reserve(32 + m.exchange.len() + m.routing_key.len() + m.size_bytes());
     out.put_u8(tag::ENQUEUE);
     out.put_u64(id.0);
+    out.put_u8(u8::from(m.is_persistent()) | u8::from(paged) << 1);
     put_str(out, &m.exchange);
     put_str(out, &m.routing_key);
     put_bytes(out, &m.raw_properties);
@@ -103,6 +105,7 @@ pub fn decode(mut buf: Bytes) -> Result<QueueRecord, RecordError> {
     let record = match get_u8(b)? {
         tag::ENQUEUE => {
             let id = MsgId(get_u64(b)?);
+            let _flags = get_u8(b)?;
             let exchange = get_str(b)?;
             let routing_key = get_str(b)?;
             let raw_properties = get_bytes(b)?;
@@ -177,49 +180,157 @@ fn get_ranges(b: &mut Bytes) -> Result<Vec<MsgId>, RecordError> {
     Ok(ids)
 }
 
-/// Folds a queue's records, in log order, into the messages to restore.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    live: BTreeMap<MsgId, (Arc<Message>, bool)>,
+/// What a record is, read without decoding a message: enough for recovery's one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek {
+    Enqueue {
+        id: MsgId,
+        persistent: bool,
+        paged: bool,
+    },
+    Delivered(Vec<MsgId>),
+    Removed(Vec<MsgId>),
 }
 
-impl Recovery {
-    pub fn apply(&mut self, record: QueueRecord) {
-        match record {
-            QueueRecord::Enqueue { id, message } => {
-                self.live.insert(id, (Arc::new(*message), false));
-            }
-            QueueRecord::Delivered(ids) => {
-                for id in ids {
-                    if let Some(entry) = self.live.get_mut(&id) {
-                        entry.1 = true;
-                    }
-                }
-            }
-            QueueRecord::Removed(ids) => {
-                for id in ids {
-                    self.live.remove(&id);
-                }
-            }
+pub fn peek(bytes: &[u8]) -> Result<Peek, RecordError> {
+    let mut b = Bytes::copy_from_slice(&bytes[..bytes.len().min(10)]);
+    match get_u8(&mut b)? {
+        tag::ENQUEUE => {
+            let id = MsgId(get_u64(&mut b)?);
+            let flags = get_u8(&mut b)?;
+            Ok(Peek::Enqueue {
+                id,
+                persistent: flags & 1 != 0,
+                paged: flags & 2 != 0,
+            })
+        }
+        tag::DELIVERED => Ok(Peek::Delivered(get_ranges(&mut Bytes::copy_from_slice(
+            &bytes[1..],
+        ))?)),
+        tag::REMOVED => Ok(Peek::Removed(get_ranges(&mut Bytes::copy_from_slice(
+            &bytes[1..],
+        ))?)),
+        other => Err(RecordError::Tag(other)),
+    }
+}
+
+/// A set of ids as a bitmap from a base id (ids are dense: one bit each).
+#[derive(Debug, Default, Clone)]
+pub struct IdSet {
+    base: u64,
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl IdSet {
+    pub fn from(base: MsgId) -> Self {
+        IdSet {
+            base: base.0,
+            ..IdSet::default()
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.live.len()
+    /// Ids below the base are ignored (they belong to segments already gone).
+    pub fn insert(&mut self, id: MsgId) {
+        let Some(i) = id.0.checked_sub(self.base) else {
+            return;
+        };
+        let (word, bit) = ((i / 64) as usize, i % 64);
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        if self.words[word] & (1 << bit) == 0 {
+            self.words[word] |= 1 << bit;
+            self.len += 1;
+        }
     }
 
-    /// The ids still live, in order.
-    pub fn ids(&self) -> impl Iterator<Item = MsgId> + '_ {
-        self.live.keys().copied()
+    pub fn contains(&self, id: MsgId) -> bool {
+        let Some(i) = id.0.checked_sub(self.base) else {
+            return false;
+        };
+        let (word, bit) = ((i / 64) as usize, i % 64);
+        self.words.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.len == 0
     }
 
-    /// (id, message, redelivered), in id order.
-    pub fn finish(self) -> impl Iterator<Item = (MsgId, Arc<Message>, bool)> {
-        self.live.into_iter().map(|(id, (m, d))| (id, m, d))
+    /// The ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = MsgId> + '_ {
+        self.words.iter().enumerate().flat_map(move |(w, bits)| {
+            (0..64)
+                .filter(move |b| bits & (1u64 << b) != 0)
+                .map(move |b| MsgId(self.base + w as u64 * 64 + b))
+        })
+    }
+}
+
+/// What one pass over a queue's log found: which persistent messages are live, which of those
+/// were delivered. Three bits a message, whatever the message's size. The sets start at the
+/// first enqueue the log still holds: records naming older ids (acks come in any order, but
+/// always after their enqueue) refer to segments already deleted.
+#[derive(Debug, Default)]
+pub struct Index {
+    enqueued: IdSet,
+    removed: IdSet,
+    delivered: IdSet,
+    max_id: MsgId,
+    started: bool,
+}
+
+impl Index {
+    pub fn apply(&mut self, record: Peek) {
+        match record {
+            Peek::Enqueue { id, persistent, .. } => {
+                if !self.started {
+                    self.started = true;
+                    (self.enqueued, self.removed, self.delivered) =
+                        (IdSet::from(id), IdSet::from(id), IdSet::from(id));
+                }
+                self.max_id = self.max_id.max(id);
+                if persistent {
+                    self.enqueued.insert(id);
+                }
+            }
+            Peek::Delivered(ids) if self.started => {
+                ids.into_iter().for_each(|id| self.delivered.insert(id))
+            }
+            Peek::Removed(ids) if self.started => {
+                ids.into_iter().for_each(|id| self.removed.insert(id))
+            }
+            Peek::Delivered(_) | Peek::Removed(_) => {}
+        }
+    }
+
+    /// A persistent message enqueued and not removed.
+    pub fn is_live(&self, id: MsgId) -> bool {
+        self.enqueued.contains(id) && !self.removed.contains(id)
+    }
+
+    pub fn was_delivered(&self, id: MsgId) -> bool {
+        self.delivered.contains(id)
+    }
+
+    /// The live ids, in order.
+    pub fn live(&self) -> impl Iterator<Item = MsgId> + '_ {
+        self.enqueued
+            .iter()
+            .filter(|id| !self.removed.contains(*id))
+    }
+
+    pub fn live_count(&self) -> u64 {
+        self.live().count() as u64
+    }
+
+    /// The highest id any record named: new messages are numbered after it.
+    pub fn max_id(&self) -> MsgId {
+        self.max_id
     }
 }
 
@@ -255,7 +366,7 @@ mod tests {
     #[test]
     fn records_decode_to_what_was_written() {
         let mut out = Vec::new();
-        encode_enqueue(MsgId(7), &message("hello"), &mut out);
+        encode_enqueue(MsgId(7), &message("hello"), false, &mut out);
         let QueueRecord::Enqueue { id, message: m } = roundtrip(out) else {
             panic!("not an enqueue");
         };
@@ -283,17 +394,48 @@ mod tests {
     }
 
     #[test]
-    fn recovery_keeps_what_was_not_removed_and_flags_what_was_delivered() {
-        let mut r = Recovery::default();
+    fn the_index_keeps_live_persistent_ids_and_flags_delivered_ones() {
+        let mut index = Index::default();
         for i in 1..=4 {
-            r.apply(QueueRecord::Enqueue {
-                id: MsgId(i),
-                message: Box::new(message(&i.to_string())),
-            });
+            let mut out = Vec::new();
+            let mut m = message(&i.to_string());
+            if i == 3 {
+                m.properties.delivery_mode = None; // a transient message paged out
+            }
+            encode_enqueue(MsgId(i), &m, true, &mut out);
+            index.apply(peek(&out).unwrap());
         }
-        r.apply(QueueRecord::Delivered(vec![MsgId(1), MsgId(2)]));
-        r.apply(QueueRecord::Removed(vec![MsgId(1), MsgId(99)]));
-        let got: Vec<(u64, bool)> = r.finish().map(|(id, _, d)| (id.0, d)).collect();
-        assert_eq!(got, [(2, true), (3, false), (4, false)]);
+        let mut events = Vec::new();
+        encode_events(
+            &[
+                QueueEvent::Delivered(MsgId(1)),
+                QueueEvent::Delivered(MsgId(2)),
+                QueueEvent::Removed(MsgId(1)),
+                QueueEvent::Removed(MsgId(99)),
+            ],
+            &mut events,
+        );
+        events.iter().for_each(|r| index.apply(peek(r).unwrap()));
+        let live: Vec<(u64, bool)> = index
+            .live()
+            .map(|id| (id.0, index.was_delivered(id)))
+            .collect();
+        assert_eq!(live, [(2, true), (4, false)]);
+        assert_eq!((index.live_count(), index.max_id()), (2, MsgId(4)));
+    }
+
+    #[test]
+    fn an_id_set_is_a_bitmap_from_its_base() {
+        let mut s = IdSet::from(MsgId(1000));
+        for id in [1000, 1001, 1130, 1001] {
+            s.insert(MsgId(id));
+        }
+        s.insert(MsgId(5)); // below the base: belongs to a segment already gone
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(MsgId(1130)) && !s.contains(MsgId(5)) && !s.contains(MsgId(1002)));
+        assert_eq!(
+            s.iter().map(|i| i.0).collect::<Vec<_>>(),
+            [1000, 1001, 1130]
+        );
     }
 }

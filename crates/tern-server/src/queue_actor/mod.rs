@@ -11,6 +11,7 @@
 //! and they never wait behind more than one credit's worth of publishes. The actor itself never
 //! waits on a connection, so a slow consumer cannot stall the queue or its other consumers.
 
+mod disk;
 mod flow;
 pub mod store;
 
@@ -82,6 +83,10 @@ pub enum QueueCmd {
     },
     /// Channel-wide credit came back: try to dispatch.
     Kick,
+    /// Clean shutdown: make everything written durable, then answer.
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
     Delete {
         if_unused: bool,
         if_empty: bool,
@@ -164,6 +169,12 @@ struct Consumer {
     sink: ConnSink,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct MemoryLimits {
+    messages: usize,
+    bytes: u64,
+}
+
 struct QueueActor {
     shared: Arc<QueueShared>,
     state: QueueState,
@@ -180,6 +191,8 @@ struct QueueActor {
     failed: bool,
     /// Stopped from outside (its vhost or definition went): its store goes too.
     stopped: bool,
+    /// How many ready messages, and bytes of them, may stay in memory before paging.
+    memory: MemoryLimits,
     data_dir: std::path::PathBuf,
 }
 
@@ -215,6 +228,10 @@ pub fn spawn(
         store: None,
         failed: false,
         stopped: false,
+        memory: MemoryLimits {
+            messages: broker.config.queue_memory_messages.max(2),
+            bytes: broker.config.queue_memory_bytes,
+        },
         data_dir: broker.config.data_dir.clone(),
     };
     tokio::spawn(actor.run(rx));
@@ -247,40 +264,10 @@ impl QueueActor {
         // Publishers waiting for credit learn that the queue is gone.
         shared.publish_credit.close();
         if let Some(store) = self.store.take() {
-            if self.deleted || self.stopped {
+            if self.deleted || self.stopped || !store.is_durable() {
                 store.destroy();
             }
         }
-    }
-
-    /// Open the queue's store and put back the messages it holds. Damage there marks this
-    /// queue failed (logged); the node and its other queues go on serving.
-    async fn recover(&mut self) {
-        let vfs: Arc<dyn tern_store::Vfs> = Arc::new(tern_store::OsFs);
-        let (vhost, name) = (self.shared.vhost.clone(), self.shared.name.clone());
-        let dir = store::queue_dir(&self.data_dir, &vhost, &name);
-        let opened =
-            tokio::task::spawn_blocking(move || QueueStore::open(vfs, &dir, &vhost, &name)).await;
-        match opened {
-            Ok(Ok((store, recovery))) => {
-                let n = recovery.len();
-                for (id, message, redelivered) in recovery.finish() {
-                    self.state.restore(id, message, redelivered);
-                }
-                if n > 0 {
-                    tracing::info!(queue = %self.shared.name, vhost = %self.shared.vhost, messages = n, "recovered");
-                }
-                self.state.enable_journal();
-                self.store = Some(store);
-            }
-            Ok(Err(e)) => self.fail(&e.to_string()),
-            Err(e) => self.fail(&e.to_string()),
-        }
-    }
-
-    fn fail(&mut self, error: &str) {
-        tracing::error!(queue = %self.shared.name, vhost = %self.shared.vhost, %error, "queue storage unreadable: the queue is marked failed");
-        self.failed = true;
     }
 
     async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<QueueCmd>) {
@@ -307,7 +294,11 @@ impl QueueActor {
             if self.deleted {
                 return self.finish_delete().await;
             }
+            self.refill();
             self.dispatch();
+            if self.refill() {
+                self.dispatch();
+            }
             self.persist();
             if self.should_auto_delete() {
                 self.deleted = true;
@@ -369,10 +360,14 @@ impl QueueActor {
                 no_ack,
                 reply,
             } => {
+                if self.state.in_memory() == 0 {
+                    self.refill();
+                }
                 let _ = reply.send(self.state.get(channel, no_ack));
             }
             QueueCmd::Purge { reply } => {
                 let _ = reply.send(self.state.purge());
+                self.purge_store();
             }
             QueueCmd::Stats { reply } => {
                 let _ = reply.send(self.stats());
@@ -383,65 +378,20 @@ impl QueueActor {
                 self.consumers.retain(|id, _| state.has_consumer(*id));
             }
             QueueCmd::Kick => {}
+            QueueCmd::Flush { reply } => {
+                self.persist();
+                if let Some(store) = self.store.as_mut() {
+                    if let Err(e) = store.sync_now() {
+                        fatal_storage(&self.shared, &e);
+                    }
+                }
+                let _ = reply.send(());
+            }
             QueueCmd::Delete {
                 if_unused,
                 if_empty,
                 reply,
             } => self.try_delete(if_unused, if_empty, reply),
-        }
-    }
-
-    /// Take messages in; a durable queue writes its persistent ones and answers `confirm` once
-    /// they are on disk.
-    fn publish(&mut self, messages: Vec<Arc<Message>>, confirm: Option<ConfirmRequest>) {
-        if self.failed {
-            if let Some(c) = confirm {
-                c.answer(false);
-            }
-            return;
-        }
-        for m in messages {
-            let id = self.state.push(m.clone());
-            if let (Some(store), true) = (self.store.as_mut(), m.is_persistent()) {
-                if let Err(e) = store.append_enqueue(id, &m) {
-                    fatal_storage(&self.shared, &e);
-                }
-            }
-        }
-        match (confirm, self.store.as_mut()) {
-            (Some(c), Some(store)) => store.confirm_after_sync(c),
-            (Some(c), None) => c.confirm(),
-            (None, _) => {}
-        }
-    }
-
-    /// Write the journal (deliveries, removals) and start an fsync if anything waits for one.
-    fn persist(&mut self) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
-        let events = self.state.take_journal();
-        let result = store.append_events(&events).and_then(|()| {
-            if store.wants_sync() {
-                store.begin_sync()
-            } else {
-                store.write().map(|()| None)
-            }
-        });
-        match result {
-            Ok(Some((upto, pending))) => {
-                let tx = self.shared.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = pending.run();
-                    let _ = tx.send(QueueCmd::Synced {
-                        upto,
-                        pending,
-                        result,
-                    });
-                });
-            }
-            Ok(None) => {}
-            Err(e) => fatal_storage(&self.shared, &e),
         }
     }
 
