@@ -140,3 +140,50 @@ async fn a_deleted_durable_queue_takes_its_messages_and_files_with_it() {
         "a new queue of that name starts empty"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_synced_data_is_damaged_is_failed_and_the_rest_keeps_serving() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let (bad, good) = (unique("damaged"), unique("intact"));
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    declare_durable(&ch, &bad).await;
+    declare_durable(&ch, &good).await;
+    for q in [&bad, &good] {
+        for i in 0..20 {
+            lp::publish_with(&ch, "", q, format!("m{i}").as_bytes(), persistent()).await;
+        }
+    }
+    drop(conn);
+    let data_dir = broker.data_dir().to_path_buf();
+    let broker = broker
+        .restart_with(|| {
+            // Flip a byte inside the first record of the damaged queue's log, between restarts.
+            let queues = data_dir.join("queues");
+            for dir in std::fs::read_dir(&queues).unwrap().flatten() {
+                let name = std::fs::read_to_string(dir.path().join("NAME")).unwrap();
+                if name.contains(bad.as_str()) {
+                    let seg = dir.path().join(format!("{:020}.seg", 1));
+                    let mut bytes = std::fs::read(&seg).unwrap();
+                    bytes[30] ^= 0x20;
+                    std::fs::write(&seg, bytes).unwrap();
+                }
+            }
+        })
+        .await;
+    let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let consume = ch
+        .basic_consume(&bad, "", Default::default(), FieldTable::default())
+        .await;
+    assert_eq!(lp::code_of(consume), 404, "the damaged queue is down");
+    let ch = lp::channel(&conn).await;
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        lp::drain(&ch, &good).await,
+        want,
+        "the other queue is whole"
+    );
+}

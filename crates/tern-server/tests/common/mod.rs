@@ -117,9 +117,15 @@ impl TestBroker {
     }
 
     /// Stop the server gracefully and start a new one on the same data directory (Tern only).
-    pub async fn restart(mut self) -> TestBroker {
+    pub async fn restart(self) -> TestBroker {
+        self.restart_with(|| {}).await
+    }
+
+    /// Like [`restart`](Self::restart), doing `between` while no server runs.
+    pub async fn restart_with(mut self, between: impl FnOnce()) -> TestBroker {
         let handle = self.handle.take().expect("a Tern server of our own");
         within("server shutdown", handle.shutdown()).await;
+        between();
         let config = self.config.take().expect("a Tern configuration");
         Self::start_tern(config).await
     }
