@@ -330,36 +330,21 @@ impl SegmentLog {
         mut from: Position,
     ) -> Result<Option<(Position, Vec<u8>, Position)>, StoreError> {
         loop {
-            let Some(seg) = self.segments.get(&from.segment) else {
-                match self.segments.range(from.segment..).next() {
-                    Some((&id, _)) => {
-                        from = Position {
-                            segment: id,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    None => return Ok(None),
+            let seg = match self.segments.get(&from.segment) {
+                Some(seg) if from.offset < self.readable_len(from.segment, seg) => seg,
+                // Past the end of this segment, or a segment since deleted: the next one.
+                found => {
+                    let after = from.segment + u64::from(found.is_some());
+                    let Some((&id, _)) = self.segments.range(after..).next() else {
+                        return Ok(None);
+                    };
+                    from = Position {
+                        segment: id,
+                        offset: 0,
+                    };
+                    continue;
                 }
             };
-            let end = seg.len
-                + if from.segment == self.active {
-                    self.buf.len() as u64
-                } else {
-                    0
-                };
-            if from.offset >= end {
-                match self.segments.range(from.segment + 1..).next() {
-                    Some((&id, _)) => {
-                        from = Position {
-                            segment: id,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    None => return Ok(None),
-                }
-            }
             let (kind, data, framed) = self.read_framed(from, seg)?;
             let next = Position {
                 segment: from.segment,
@@ -370,6 +355,16 @@ impl SegmentLog {
             }
             from = next;
         }
+    }
+
+    /// Bytes of `segment` that can be read: the file, plus the buffer for the active one.
+    fn readable_len(&self, segment: u64, seg: &Segment) -> u64 {
+        let buffered = if segment == self.active {
+            self.buf.len() as u64
+        } else {
+            0
+        };
+        seg.len + buffered
     }
 
     /// The record at `pos`: its kind byte, its data and its framed size.

@@ -77,6 +77,15 @@ impl SnapshotFiles {
         Ok(())
     }
 
+    /// [`save`](Self::save) on a blocking thread.
+    async fn save_off_thread(&self, bytes: Vec<u8>) -> Result<(), StorageError<NodeId>> {
+        let files = self.clone();
+        tokio::task::spawn_blocking(move || files.save(&bytes))
+            .await
+            .map_err(sm_error)?
+            .map_err(sm_error)
+    }
+
     fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.path();
         if !self.vfs.exists(&path) {
@@ -242,12 +251,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
             snapshot_id: format!("{id}"),
         };
         let bytes = encode_snapshot(&meta, &commands);
-        let files = self.files.clone();
-        let written = bytes.clone();
-        tokio::task::spawn_blocking(move || files.save(&written))
-            .await
-            .map_err(sm_error)?
-            .map_err(sm_error)?;
+        self.files.save_off_thread(bytes.clone()).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -296,12 +300,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         let bytes = snapshot.into_inner();
         let (_, commands) = decode_snapshot(&bytes).map_err(sm_error)?;
         self.replace(meta, commands).map_err(sm_error)?;
-        let files = self.files.clone();
-        let written = bytes.clone();
-        tokio::task::spawn_blocking(move || files.save(&written))
-            .await
-            .map_err(sm_error)?
-            .map_err(sm_error)?;
+        self.files.save_off_thread(bytes.clone()).await?;
         self.current = Some((meta.clone(), bytes));
         Ok(())
     }
