@@ -5,10 +5,16 @@
 //!   paged out of memory (a transient one is flagged so, and is not recovered);
 //! - `Delivered` / `Removed`: the queue's journal ([`super::QueueEvent`]), ids as ranges.
 //!
-//! Recovery reads the log once, keeping only ids ([`Index`]: bitmaps, two bits a message),
-//! never the messages: an enqueue of a persistent message makes it live, a removal ends it, a
-//! delivery marks it (it comes back redelivered, as RabbitMQ's are after a restart). The
-//! messages themselves are read back later, in order, as the queue has room for them.
+//! Enqueues go to the queue's log; a message's fate (delivered, removed) goes to the
+//! acknowledgement file of the segment it was enqueued in, so a segment whose messages are all
+//! gone can be deleted in any order (one long-unacked message then holds only its own segment).
+//!
+//! Recovery reads every segment once, keeping only ids ([`Index`]: bitmaps, three bits a
+//! message), never the messages: an enqueue of a persistent message makes it live, a removal
+//! ends it, a delivery marks it (it comes back redelivered, as RabbitMQ's are after a restart).
+//! The messages themselves are read back later, in order, as the queue has room for them.
+
+use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes};
 use tern_amqp::{BasicProperties, ShortStr};
@@ -271,64 +277,80 @@ impl IdSet {
     }
 }
 
-/// What one pass over a queue's log found: which persistent messages are live, which of those
-/// were delivered. Three bits a message, whatever the message's size. The sets start at the
-/// first enqueue the log still holds: records naming older ids (acks come in any order, but
-/// always after their enqueue) refer to segments already deleted.
+/// What one pass over a queue's segments found: which persistent messages are live, which
+/// of those were delivered. Three bits a message, whatever its size, kept per segment (each
+/// segment's ids start at its first enqueue), so segments may come and go in any order.
 #[derive(Debug, Default)]
 pub struct Index {
+    segments: BTreeMap<u64, SegmentIndex>,
+    /// First id of each segment -> segment.
+    first_ids: BTreeMap<u64, u64>,
+    max_id: MsgId,
+}
+
+#[derive(Debug)]
+struct SegmentIndex {
     enqueued: IdSet,
     removed: IdSet,
     delivered: IdSet,
-    max_id: MsgId,
-    started: bool,
 }
 
 impl Index {
-    pub fn apply(&mut self, record: Peek) {
-        match record {
-            Peek::Enqueue { id, persistent, .. } => {
-                if !self.started {
-                    self.started = true;
-                    (self.enqueued, self.removed, self.delivered) =
-                        (IdSet::from(id), IdSet::from(id), IdSet::from(id));
-                }
-                self.max_id = self.max_id.max(id);
-                if persistent {
-                    self.enqueued.insert(id);
-                }
+    /// An enqueue record found in `segment`.
+    pub fn enqueued(&mut self, segment: u64, id: MsgId, persistent: bool) {
+        self.max_id = self.max_id.max(id);
+        let entry = self.segments.entry(segment).or_insert_with(|| {
+            self.first_ids.insert(id.0, segment);
+            SegmentIndex {
+                enqueued: IdSet::from(id),
+                removed: IdSet::from(id),
+                delivered: IdSet::from(id),
             }
-            Peek::Delivered(ids) if self.started => {
-                ids.into_iter().for_each(|id| self.delivered.insert(id))
-            }
-            Peek::Removed(ids) if self.started => {
-                ids.into_iter().for_each(|id| self.removed.insert(id))
-            }
-            Peek::Delivered(_) | Peek::Removed(_) => {}
+        });
+        if persistent {
+            entry.enqueued.insert(id);
         }
+    }
+
+    /// A record of `segment`'s acknowledgement file (its messages' fates).
+    pub fn fate(&mut self, segment: u64, record: Peek) {
+        let Some(entry) = self.segments.get_mut(&segment) else {
+            return;
+        };
+        match record {
+            Peek::Delivered(ids) => ids.into_iter().for_each(|id| entry.delivered.insert(id)),
+            Peek::Removed(ids) => ids.into_iter().for_each(|id| entry.removed.insert(id)),
+            Peek::Enqueue { .. } => {}
+        }
+    }
+
+    fn of(&self, id: MsgId) -> Option<&SegmentIndex> {
+        let (_, segment) = self.first_ids.range(..=id.0).next_back()?;
+        self.segments.get(segment)
     }
 
     /// A persistent message enqueued and not removed.
     pub fn is_live(&self, id: MsgId) -> bool {
-        self.enqueued.contains(id) && !self.removed.contains(id)
+        self.of(id)
+            .is_some_and(|s| s.enqueued.contains(id) && !s.removed.contains(id))
     }
 
     pub fn was_delivered(&self, id: MsgId) -> bool {
-        self.delivered.contains(id)
+        self.of(id).is_some_and(|s| s.delivered.contains(id))
     }
 
-    /// The live ids, in order.
-    pub fn live(&self) -> impl Iterator<Item = MsgId> + '_ {
-        self.enqueued
-            .iter()
-            .filter(|id| !self.removed.contains(*id))
+    /// (segment, id) of every live message, in id order.
+    pub fn live(&self) -> impl Iterator<Item = (u64, MsgId)> + '_ {
+        self.first_ids.values().flat_map(move |segment| {
+            let s = &self.segments[segment];
+            s.enqueued
+                .iter()
+                .filter(|id| !s.removed.contains(*id))
+                .map(move |id| (*segment, id))
+        })
     }
 
-    pub fn live_count(&self) -> u64 {
-        self.live().count() as u64
-    }
-
-    /// The highest id any record named: new messages are numbered after it.
+    /// The highest id any enqueue named: new messages are numbered after it.
     pub fn max_id(&self) -> MsgId {
         self.max_id
     }
@@ -403,25 +425,27 @@ mod tests {
                 m.properties.delivery_mode = None; // a transient message paged out
             }
             encode_enqueue(MsgId(i), &m, true, &mut out);
-            index.apply(peek(&out).unwrap());
+            let Ok(Peek::Enqueue { id, persistent, .. }) = peek(&out) else {
+                panic!("an enqueue");
+            };
+            index.enqueued(if i <= 2 { 1 } else { 2 }, id, persistent);
         }
-        let mut events = Vec::new();
-        encode_events(
-            &[
-                QueueEvent::Delivered(MsgId(1)),
-                QueueEvent::Delivered(MsgId(2)),
-                QueueEvent::Removed(MsgId(1)),
-                QueueEvent::Removed(MsgId(99)),
-            ],
-            &mut events,
-        );
-        events.iter().for_each(|r| index.apply(peek(r).unwrap()));
-        let live: Vec<(u64, bool)> = index
+        let mut fates = Vec::new();
+        let events = [
+            QueueEvent::Delivered(MsgId(1)),
+            QueueEvent::Delivered(MsgId(2)),
+            QueueEvent::Removed(MsgId(1)),
+        ];
+        encode_events(&events, &mut fates);
+        fates.iter().for_each(|r| index.fate(1, peek(r).unwrap()));
+        index.fate(9, Peek::Removed(vec![MsgId(4)])); // no such segment: ignored
+        let live: Vec<(u64, u64, bool)> = index
             .live()
-            .map(|id| (id.0, index.was_delivered(id)))
+            .map(|(seg, id)| (seg, id.0, index.was_delivered(id)))
             .collect();
-        assert_eq!(live, [(2, true), (4, false)]);
-        assert_eq!((index.live_count(), index.max_id()), (2, MsgId(4)));
+        assert_eq!(live, [(1, 2, true), (2, 4, false)]);
+        assert!(index.is_live(MsgId(4)) && !index.is_live(MsgId(1)) && !index.is_live(MsgId(3)));
+        assert_eq!(index.max_id(), MsgId(4));
     }
 
     #[test]

@@ -18,11 +18,12 @@
 //! for the fsync that covers its records ([`QueueStore::confirm_after_sync`]). Removals and
 //! deliveries are written but never waited for: losing them in a crash only redelivers.
 //!
-//! Space comes back segment by segment from the oldest: a sealed segment goes once none of its
-//! messages is still needed (paged and not read back, or persistent and not removed). Only from
-//! the oldest, because a segment's removal records may be all that keeps an older segment's
-//! message from coming back. (A few long-unacked messages at the head can hold segments behind
-//! them; compacting such a head is left to do.)
+//! A message's fate (delivered, removed) is written to the acknowledgement file of the segment
+//! it was enqueued in (`NNN.acks` beside `NNN.seg`), appended lazily and never waited for.
+//! So space comes back segment by segment in any order: a sealed segment goes, with its
+//! acknowledgement file, once none of its messages is still needed (paged and not read back, or
+//! persistent and not removed). A message left unacknowledged for a long time holds its own
+//! segment (at most 64 MiB), not the ones after it.
 //!
 //! Each durable queue's directory is `queues/<128-bit hash of vhost and name>/` with a `NAME`
 //! file holding the vhost and name (queue names may hold any byte, file names may not); paging
@@ -107,6 +108,10 @@ pub struct QueueStore {
     last_loaded: MsgId,
     /// Paged messages not read back yet.
     paged: u64,
+    /// Each segment's acknowledgement file, opened when first written, and what is buffered
+    /// for it.
+    fates: BTreeMap<u64, Arc<dyn tern_store::VfsFile>>,
+    fate_buf: BTreeMap<u64, Vec<u8>>,
     /// What recovery found (ids up to its max_id are live only if it says so).
     index: Index,
 }
@@ -182,19 +187,23 @@ impl QueueStore {
             log_options(max_segment_bytes),
             |pos, data| {
                 match records::peek(data) {
-                    Ok(peek) => {
-                        if let Peek::Enqueue { id, .. } = &peek {
-                            if first_ids.values().next_back() != Some(&pos.segment) {
-                                first_ids.insert(id.0, pos.segment);
-                            }
+                    Ok(Peek::Enqueue { id, persistent, .. }) => {
+                        if first_ids.values().next_back() != Some(&pos.segment) {
+                            first_ids.insert(id.0, pos.segment);
                         }
-                        index.apply(peek);
+                        index.enqueued(pos.segment, id, persistent);
                     }
+                    Ok(_) => {}
                     Err(e) => bad = Some((pos, e)),
                 }
                 Ok(())
             },
         )?;
+        for segment in log.segment_ids() {
+            read_fates(&*vfs, &fate_path(dir, segment), |peek| {
+                index.fate(segment, peek)
+            });
+        }
         if let Some((pos, e)) = bad {
             return Err(StoreError::Corrupt {
                 path: dir.to_path_buf(),
@@ -204,11 +213,9 @@ impl QueueStore {
         }
         let mut store = Self::new(vfs, dir, log, true, index);
         store.first_ids = first_ids;
-        for id in store.index.live().collect::<Vec<_>>() {
-            if let Some(segment) = store.segment_of(id) {
-                store.held.entry(segment).or_default().paged += 1;
-                store.paged += 1;
-            }
+        for (segment, _) in store.index.live().collect::<Vec<_>>() {
+            store.held.entry(segment).or_default().paged += 1;
+            store.paged += 1;
         }
         store.cursor = Position {
             segment: 0,
@@ -266,6 +273,8 @@ impl QueueStore {
             },
             last_loaded: MsgId(0),
             paged: 0,
+            fates: BTreeMap::new(),
+            fate_buf: BTreeMap::new(),
             index,
         }
     }
@@ -381,27 +390,18 @@ impl QueueStore {
         self.held.values_mut().for_each(|h| h.paged = 0);
         self.cursor = self.log.end();
         if self.durable {
-            let mut out = Vec::new();
-            records::encode_events(&ids, &mut out);
-            for record in out {
-                self.log.append(&record)?;
-                self.appended += 1;
-            }
+            self.buffer_fates(&ids);
         }
         self.reclaim()
     }
 
-    /// Write the journal's events; removals free space.
+    /// Buffer the journal's events for their segments' acknowledgement files; removals free
+    /// space.
     pub fn append_events(&mut self, events: &[QueueEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut out = Vec::new();
-        records::encode_events(events, &mut out);
-        for record in out {
-            self.log.append(&record)?;
-            self.appended += 1;
-        }
+        self.buffer_fates(events);
         let mut freed = false;
         for e in events {
             if let QueueEvent::Removed(id) = e {
@@ -418,17 +418,64 @@ impl QueueStore {
         Ok(())
     }
 
+    /// Frame `events` into the buffers of the segments their messages were enqueued in.
+    fn buffer_fates(&mut self, events: &[QueueEvent]) {
+        let mut by_segment: BTreeMap<u64, Vec<QueueEvent>> = BTreeMap::new();
+        for e in events {
+            let (QueueEvent::Delivered(id) | QueueEvent::Removed(id)) = *e;
+            if let Some(segment) = self.segment_of(id) {
+                by_segment.entry(segment).or_default().push(*e);
+            }
+        }
+        for (segment, events) in by_segment {
+            let mut records = Vec::new();
+            records::encode_events(&events, &mut records);
+            let buf = self.fate_buf.entry(segment).or_default();
+            for r in records {
+                tern_store::record::encode(&r, buf);
+            }
+        }
+    }
+
+    /// Append what is buffered to the acknowledgement files (not synced: see the module docs).
+    fn write_fates(&mut self) -> Result<(), StoreError> {
+        for (segment, buf) in std::mem::take(&mut self.fate_buf) {
+            let file = match self.fates.get(&segment) {
+                Some(f) => f.clone(),
+                None => {
+                    let path = fate_path(&self.dir, segment);
+                    let f = if self.vfs.exists(&path) {
+                        self.vfs.open(&path)?
+                    } else {
+                        // Once a segment: the file's name lasts, its contents follow unsynced.
+                        let f = self.vfs.create(&path)?;
+                        self.vfs.sync_dir(&self.dir)?;
+                        f
+                    };
+                    if self.fates.len() >= OPEN_FATE_FILES {
+                        // Acknowledgements come mostly for the oldest segments: keep those.
+                        self.fates.pop_last();
+                    }
+                    self.fates.insert(segment, f.clone());
+                    f
+                }
+            };
+            file.append(&buf)?;
+        }
+        Ok(())
+    }
+
     fn segment_of(&self, id: MsgId) -> Option<u64> {
         self.first_ids.range(..=id.0).next_back().map(|(_, s)| *s)
     }
 
-    /// Delete sealed segments from the oldest while nothing in them is needed.
+    /// Delete sealed segments, with their acknowledgement files, that hold nothing needed.
     fn reclaim(&mut self) -> Result<(), StoreError> {
         let active = self.log.active_segment();
         let dead: Vec<u64> = self
             .log
             .segment_ids()
-            .take_while(|s| {
+            .filter(|s| {
                 *s != active && self.held.get(s).is_none_or(|h| h.paged == 0 && h.live == 0)
             })
             .collect();
@@ -436,6 +483,12 @@ impl QueueStore {
             self.log.remove_segment(segment)?;
             self.held.remove(&segment);
             self.first_ids.retain(|_, s| *s != segment);
+            self.fates.remove(&segment);
+            self.fate_buf.remove(&segment);
+            let path = fate_path(&self.dir, segment);
+            if self.vfs.exists(&path) {
+                self.vfs.remove(&path)?;
+            }
         }
         Ok(())
     }
@@ -458,7 +511,11 @@ impl QueueStore {
 
     /// Start an fsync if records wait for one and none is running: the fsync to run elsewhere.
     pub fn begin_sync(&mut self) -> Result<Option<(u64, PendingSync)>, StoreError> {
-        if !self.durable || self.in_flight.is_some() || self.synced >= self.appended {
+        if !self.durable {
+            return Ok(None);
+        }
+        self.write_fates()?;
+        if self.in_flight.is_some() || self.synced >= self.appended {
             return Ok(None);
         }
         let upto = self.appended;
@@ -500,12 +557,21 @@ impl QueueStore {
 
     /// Write buffered records without waiting for the disk (removals, deliveries, pages).
     pub fn write(&mut self) -> Result<(), StoreError> {
+        self.write_fates()?;
         self.log.write()
     }
 
     /// Make everything durable now (a clean shutdown). Blocking.
     pub fn sync_now(&mut self) -> Result<(), StoreError> {
         if self.durable {
+            self.write_fates()?;
+            self.fates.clear();
+            for name in self.vfs.list(&self.dir)? {
+                if name.ends_with(".acks") {
+                    self.vfs.open(&self.dir.join(name))?.sync()?;
+                }
+            }
+            self.vfs.sync_dir(&self.dir)?;
             self.log.sync()?;
             self.synced = self.appended;
             self.release();
@@ -537,6 +603,46 @@ impl QueueStore {
     #[cfg(test)]
     fn segment_count(&self) -> usize {
         self.log.segment_ids().count()
+    }
+}
+
+/// Acknowledgement files a store keeps open (others are opened again when written to).
+const OPEN_FATE_FILES: usize = 4;
+
+fn fate_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.acks"))
+}
+
+/// Read an acknowledgement file's records; a damaged or torn one ends the reading there (what
+/// is lost are acknowledgements: those messages come back, nothing is lost).
+fn read_fates(vfs: &dyn Vfs, path: &Path, mut visit: impl FnMut(Peek)) {
+    if !vfs.exists(path) {
+        return;
+    }
+    let read = || -> Result<Vec<u8>, StoreError> {
+        let file = vfs.open(path)?;
+        let len = usize::try_from(file.len()?).map_err(|_| StoreError::TooLarge)?;
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    };
+    let bytes = match read() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "acknowledgements unreadable: their messages come back");
+            return;
+        }
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let Ok((payload, n)) = tern_store::record::decode(&bytes[at..], u32::MAX / 2) else {
+            tracing::warn!(path = %path.display(), offset = at, "acknowledgements cut short: the rest come back");
+            return;
+        };
+        if let Ok(peek) = records::peek(payload) {
+            visit(peek);
+        }
+        at += n;
     }
 }
 

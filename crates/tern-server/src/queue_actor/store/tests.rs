@@ -123,9 +123,8 @@ fn removed_messages_stay_removed_and_delivered_ones_come_back_redelivered() {
     let fs = fs();
     let (mut store, _) = open(&fs);
     for i in 1..=3 {
-        store
-            .append(MsgId(i), &message(&i.to_string(), true), false)
-            .unwrap();
+        let m = message(&i.to_string(), true);
+        store.append(MsgId(i), &m, false).unwrap();
     }
     store
         .append(MsgId(4), &message("transient", false), true)
@@ -136,7 +135,8 @@ fn removed_messages_stay_removed_and_delivered_ones_come_back_redelivered() {
     ];
     store.append_events(&events).unwrap();
     sync(&mut store);
-    let (mut after, recovered) = open(&fs.crash(Crash::LoseUnsynced));
+    // Acknowledgements are written, not synced: a process crash keeps them.
+    let (mut after, recovered) = open(&fs.crash(Crash::KeepUnsynced));
     assert_eq!((recovered.messages, recovered.max_id), (2, MsgId(4)));
     assert_eq!(
         load_all(&mut after),
@@ -190,13 +190,13 @@ fn a_purge_drops_the_paged_messages_but_not_the_unacked_ones() {
     store.purge_paged().unwrap();
     assert!(store.load(100, u64::MAX).unwrap().is_empty());
     sync(&mut store);
-    let (mut after, recovered) = open(&fs.crash(Crash::LoseUnsynced));
+    let (mut after, recovered) = open(&fs.crash(Crash::KeepUnsynced));
     assert_eq!(recovered.messages, 1);
     assert_eq!(load_all(&mut after), [(1, "unacked".to_string(), false)]);
 }
 
 #[test]
-fn segments_whose_messages_are_all_gone_are_deleted_oldest_first() {
+fn a_segment_whose_messages_are_all_gone_is_deleted_even_behind_a_live_one() {
     let fs = fs();
     let (mut store, _) = open_sized(&fs, 16 << 10);
     let body = "x".repeat(1000);
@@ -208,23 +208,37 @@ fn segments_whose_messages_are_all_gone_are_deleted_oldest_first() {
     sync(&mut store);
     let before = store.segment_count();
     assert!(before >= 6, "{before} segments");
-    // Removing a message from the middle frees nothing: the head still holds live ones.
-    store
-        .append_events(&[QueueEvent::Removed(MsgId(60))])
-        .unwrap();
-    assert_eq!(store.segment_count(), before);
-    let head: Vec<QueueEvent> = (1..=50).map(|i| QueueEvent::Removed(MsgId(i))).collect();
-    store.append_events(&head).unwrap();
+    // Everything but message 1 goes: only the head segment (with 1) and the active one stay.
+    let gone: Vec<QueueEvent> = (2..=100).map(|i| QueueEvent::Removed(MsgId(i))).collect();
+    store.append_events(&gone).unwrap();
     sync(&mut store);
-    let after = store.segment_count();
-    assert!(after < before - 2, "{before} -> {after} segments");
-    let (mut recovered, _) = open_sized(&fs.crash(Crash::LoseUnsynced), 16 << 10);
+    assert_eq!(store.segment_count(), 2, "{before} segments before");
+    let (mut recovered, _) = open_sized(&fs.crash(Crash::KeepUnsynced), 16 << 10);
     let ids: Vec<u64> = load_all(&mut recovered).iter().map(|l| l.0).collect();
-    let expect: Vec<u64> = (51..=100).filter(|i| *i != 60).collect();
     assert_eq!(
-        ids, expect,
-        "nothing live was lost with the deleted segments"
+        ids,
+        [1],
+        "the one live message survived the deletions around it"
     );
+}
+
+#[test]
+fn lost_acknowledgements_bring_messages_back_they_never_lose_one() {
+    let fs = fs();
+    let (mut store, _) = open(&fs);
+    for i in 1..=3 {
+        let m = message(&i.to_string(), true);
+        store.append(MsgId(i), &m, false).unwrap();
+    }
+    sync(&mut store);
+    store
+        .append_events(&[QueueEvent::Removed(MsgId(2))])
+        .unwrap();
+    store.write().unwrap();
+    // Power loss: the unsynced acknowledgement is gone, so the message comes back.
+    let (mut after, _) = open(&fs.crash(Crash::LoseUnsynced));
+    let ids: Vec<u64> = load_all(&mut after).iter().map(|l| l.0).collect();
+    assert_eq!(ids, [1, 2, 3]);
 }
 
 #[test]
