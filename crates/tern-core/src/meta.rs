@@ -1,4 +1,4 @@
-//! The metadata state machine: vhosts, exchanges, queues and bindings.
+//! The metadata state machine: vhosts, exchanges, queues, bindings, users and permissions.
 //!
 //! Every definition change is a [`MetaCommand`] applied with [`Metadata::apply`], which either
 //! refuses it with the error RabbitMQ would answer (and changes nothing) or applies it and says
@@ -18,7 +18,12 @@
 //! - `vhost`: one vhost's definitions and binding graph, with RabbitMQ's cascades.
 //! - `bindings`: one exchange's bindings as source, indexed by identity and destination.
 //! - `ops`, `validate`, `arguments`: the commands' checks and RabbitMQ's error texts.
+//! - [`access`]: users, password hashes, tags, permissions and topic permissions.
 
+pub mod access;
+mod access_codec;
+#[cfg(test)]
+mod access_tests;
 mod arguments;
 #[cfg(test)]
 mod binding_tests;
@@ -40,9 +45,10 @@ use std::sync::Arc;
 
 use tern_amqp::{AmqpError, FieldTable, ShortStr};
 
-use crate::names::{ConnectionId, ExchangeName, QueueName, VhostName};
+use crate::names::{ConnectionId, ExchangeName, QueueName, UserName, VhostName};
 use crate::routing::{Destination, ExchangeKind, RoutingSnapshot};
 
+use access::{AccessCommand, AccessState, VhostAccess};
 pub use codec::{decode_command, encode_command, CodecError};
 use vhost::{Effects, VhostState};
 
@@ -121,6 +127,8 @@ pub enum MetaCommand {
     /// them at boot (exclusive queues are never durable), with their bindings and the
     /// auto-delete exchanges that loses.
     DropTransient,
+    /// Users and permissions.
+    Access(AccessCommand),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +169,9 @@ pub enum MetaOutcome {
     TransientDropped {
         queues: Vec<(VhostName, QueueName)>,
     },
+    AccessChanged {
+        changed: bool,
+    },
 }
 
 /// Every vhost's definitions, and the routing structures compiled from them.
@@ -168,6 +179,9 @@ pub enum MetaOutcome {
 pub struct Metadata {
     vhosts: BTreeMap<VhostName, VhostState>,
     generation: u64,
+    access: AccessState,
+    /// Bumped by every change to users or permissions, so connections re-read theirs.
+    access_generation: u64,
 }
 
 impl Default for Metadata {
@@ -184,6 +198,8 @@ impl Metadata {
         Metadata {
             vhosts,
             generation: 1,
+            access: AccessState::default(),
+            access_generation: 1,
         }
     }
 
@@ -235,7 +251,17 @@ impl Metadata {
             MetaCommand::AddVhost { name } => Ok(self.add_vhost(name)),
             MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
             MetaCommand::DropTransient => Ok(self.drop_transient()),
+            MetaCommand::Access(cmd) => self.apply_access(cmd),
         }
+    }
+
+    fn apply_access(&mut self, cmd: AccessCommand) -> Result<MetaOutcome, AmqpError> {
+        let vhosts = &self.vhosts;
+        let changed = self.access.apply(cmd, |v| vhosts.contains_key(v))?;
+        if changed {
+            self.access_generation += 1;
+        }
+        Ok(MetaOutcome::AccessChanged { changed })
     }
 
     fn drop_transient(&mut self) -> MetaOutcome {
@@ -303,6 +329,9 @@ impl Metadata {
             };
         };
         self.generation += 1;
+        if self.access.forget_vhost(name) {
+            self.access_generation += 1;
+        }
         let queues = vh.queues().map(|q| q.name.clone()).collect();
         MetaOutcome::VhostDeleted {
             existed: true,
@@ -322,6 +351,21 @@ impl Metadata {
 
     pub fn vhost_exists(&self, vhost: &VhostName) -> bool {
         self.vhosts.contains_key(vhost)
+    }
+
+    /// Users and permissions.
+    pub fn access(&self) -> &AccessState {
+        &self.access
+    }
+
+    /// Bumped by every change to users or permissions (vhost deletions included).
+    pub fn access_generation(&self) -> u64 {
+        self.access_generation
+    }
+
+    /// What `user` may do in `vhost`; None if it may not open it (or either is unknown).
+    pub fn vhost_access(&self, vhost: &VhostName, user: &UserName) -> Option<VhostAccess> {
+        self.access.vhost_access(vhost, user)
     }
 
     pub fn vhosts(&self) -> impl Iterator<Item = &VhostName> + '_ {

@@ -57,6 +57,10 @@ name_type!(
     /// A queue's name within a vhost.
     QueueName
 );
+name_type!(
+    /// A user's name.
+    UserName
+);
 
 /// One client connection, unique for the node's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -344,6 +344,12 @@ impl RoutingSnapshot {
         Ok(())
     }
 
+    /// The definition of an exchange, if it exists.
+    pub fn exchange(&self, vhost: &VhostName, exchange: &str) -> Option<&crate::meta::ExchangeDef> {
+        let routes = self.vhosts.get(vhost)?;
+        routes.get_bytes(exchange.as_bytes()).map(|x| x.def())
+    }
+
     /// Whether routing through `exchange` depends only on (exchange, routing key), so a result
     /// may be cached until the generation changes: false when a headers exchange or a
     /// consistent-hash exchange hashing a header or property is reachable from it, and for

@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use tern_amqp::{AmqpError, ReplyCode};
 use tern_cluster::meta::{ApplyHook, MetaError, MetaRaft, SharedMeta};
+use tern_core::meta::access::{AccessCommand, UserDef, VhostAccess};
 use tern_core::meta::{MetaCommand, MetaOutcome, Metadata, QueueDef};
-use tern_core::names::{ConnectionId, QueueName, VhostName};
+use tern_core::names::{ConnectionId, QueueName, UserName, VhostName};
 use tern_core::queue::QueueOptions;
 use tern_core::routing::RoutingSnapshot;
 
 use crate::alarms::Alarms;
+use crate::auth::{self, LoginLimiter};
 use crate::config::Config;
 use crate::direct_reply::ReplyRegistry;
 use crate::queue_actor::{self, QueueCmd, QueueHandle};
@@ -35,6 +37,9 @@ pub struct Broker {
     snapshot: RwLock<Arc<RoutingSnapshot>>,
     queues: RwLock<HashMap<QueueKey, QueueHandle>>,
     generation: AtomicU64,
+    /// `Metadata::access_generation` as of the last change: connections re-read their
+    /// permissions when it moves.
+    access_generation: AtomicU64,
     next_id: AtomicU64,
     pub connection_count: AtomicUsize,
     /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
@@ -43,6 +48,8 @@ pub struct Broker {
     pub replies: ReplyRegistry,
     /// Resource alarms (free disk space) that block publishers.
     pub alarms: Arc<Alarms>,
+    /// Failed logins per source address.
+    pub logins: LoginLimiter,
 }
 
 /// A read-only view a connection caches: the routing snapshot plus the generation it belongs to.
@@ -61,11 +68,17 @@ impl Broker {
             snapshot: RwLock::new(snapshot),
             queues: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(1),
+            access_generation: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             connection_count: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
             replies: ReplyRegistry::default(),
             alarms: Arc::new(Alarms::new(config.disk_free_limit_bytes)),
+            logins: LoginLimiter::new(
+                config.login_failure_limit,
+                config.login_failure_window,
+                config.login_failure_addresses,
+            ),
             config,
         })
     }
@@ -114,8 +127,38 @@ impl Broker {
         self.lock_meta().vhost_exists(vhost)
     }
 
+    /// What `user` may do in `vhost`; None if it may not open it.
+    pub fn vhost_access(&self, vhost: &VhostName, user: &UserName) -> Option<VhostAccess> {
+        self.lock_meta().vhost_access(vhost, user)
+    }
+
+    /// Moves whenever users or permissions change.
+    pub fn access_generation(&self) -> u64 {
+        self.access_generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `user` exists and `password` is theirs; the error says why not, for the log
+    /// (it never holds the password).
+    pub fn check_password(&self, user: &str, password: &str) -> Result<(), &'static str> {
+        let hash = {
+            let meta = self.lock_meta();
+            let def = meta.access().user(user).ok_or("no such user")?;
+            def.password.clone().ok_or("the user has no password")?
+        };
+        if auth::verify_password(&hash, password) {
+            Ok(())
+        } else {
+            Err("invalid credentials")
+        }
+    }
+
     pub fn queues_owned_by(&self, conn: ConnectionId) -> Vec<QueueKey> {
         self.lock_meta().queues_owned_by(conn)
+    }
+
+    /// Read the metadata under its lock (keep `f` short: every definition change waits).
+    pub fn with_meta<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
+        f(&self.lock_meta())
     }
 
     fn lock_meta(&self) -> std::sync::MutexGuard<'_, Metadata> {
@@ -141,7 +184,32 @@ impl Broker {
         if let Err(e) = self.apply(MetaCommand::DropTransient).await {
             tracing::warn!(error = %e, "dropping transient definitions failed");
         }
+        self.bootstrap().await;
         Ok(())
+    }
+
+    /// On a fresh node, create the default user (`default_user`, guest/guest unless
+    /// configured) with every permission on `/`, as RabbitMQ does. Once only: a node whose
+    /// default user was deleted does not get it back.
+    async fn bootstrap(self: &Arc<Self>) {
+        let user = match &self.config.default_user {
+            Some((name, password)) => match auth::hash_password(password) {
+                Ok(hash) => Some(UserDef {
+                    name: UserName::from(name.as_str()),
+                    password: Some(hash),
+                    tags: vec!["administrator".into()],
+                }),
+                Err(_) => {
+                    tracing::error!("no randomness for a password salt: default user not created");
+                    return;
+                }
+            },
+            None => None,
+        };
+        let cmd = MetaCommand::Access(AccessCommand::Bootstrap { user });
+        if let Err(e) = self.apply(cmd).await {
+            tracing::warn!(error = %e, "creating the default user failed");
+        }
     }
 
     /// Clean shutdown: every queue makes what it wrote durable, then the metadata group stops.
@@ -210,6 +278,8 @@ impl Broker {
         }
         drop(queues);
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
+        self.access_generation
+            .store(meta.access_generation(), Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -252,6 +322,8 @@ impl Broker {
             _ => {}
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
+        self.access_generation
+            .store(meta.access_generation(), Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -357,7 +429,7 @@ fn command_vhost(cmd: &MetaCommand) -> Option<&VhostName> {
         | MetaCommand::Bind { vhost, .. }
         | MetaCommand::Unbind { vhost, .. } => vhost,
         MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
-        MetaCommand::DropTransient => return None,
+        MetaCommand::DropTransient | MetaCommand::Access(_) => return None,
     };
     Some(vhost)
 }

@@ -51,6 +51,18 @@ pub struct Config {
     pub disk_check_interval: Duration,
     /// Consumers one channel may have.
     pub max_consumers_per_channel: usize,
+    /// The user a fresh node creates, with every permission on `/` (RabbitMQ's default_user
+    /// and default_pass: guest / guest). None: no user at all until one is added.
+    pub default_user: Option<(String, String)>,
+    /// Users that may connect from loopback addresses only (RabbitMQ: `["guest"]`). Empty
+    /// lets guest in from anywhere; only do that with another password.
+    pub loopback_users: Vec<String>,
+    /// Failed logins from one address within `login_failure_window` after which its further
+    /// attempts are refused unchecked until the window ends.
+    pub login_failure_limit: u32,
+    pub login_failure_window: Duration,
+    /// Source addresses whose failures are tracked at once.
+    pub login_failure_addresses: usize,
 }
 
 impl Default for Config {
@@ -76,6 +88,11 @@ impl Default for Config {
             disk_free_limit_bytes: 50_000_000,
             disk_check_interval: Duration::from_secs(1),
             max_consumers_per_channel: 65_536,
+            default_user: Some(("guest".into(), "guest".into())),
+            loopback_users: vec!["guest".into()],
+            login_failure_limit: 10,
+            login_failure_window: Duration::from_secs(60),
+            login_failure_addresses: 65_536,
         }
     }
 }

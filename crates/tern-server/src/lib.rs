@@ -9,13 +9,17 @@
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
 //! - `alarms`: the free-disk alarm that blocks publishers.
+//! - [`admin`]: rabbitmqctl's user, vhost and permission commands, on a local socket.
+//! - `auth`: SASL responses, password hashes (RabbitMQ's format), failed-login budgets.
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
 //!   queue.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
 //! [`start`] binds the listener and returns a [`ServerHandle`].
 
+pub mod admin;
 mod alarms;
+pub mod auth;
 mod broker;
 pub mod config;
 mod connection;
@@ -82,6 +86,15 @@ impl ServerHandle {
         self.broker.alarms.set_disk_free_limit(bytes);
     }
 
+    /// Run an operator command, as `tern ctl` would (`admin::execute`).
+    pub async fn admin(&self, args: &[&str], vhost: Option<&str>) -> admin::AdminReply {
+        let req = admin::AdminRequest {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            vhost: vhost.map(str::to_owned),
+        };
+        admin::execute(&self.broker, req).await
+    }
+
     /// Connections that finished the handshake and are still open.
     pub fn open_connections(&self) -> usize {
         self.broker.open_connections()
@@ -107,6 +120,10 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     let amqp_addr = listener.local_addr()?;
     tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listener started");
     let (stop, stopped) = watch::channel(false);
+    if let Err(e) = admin::socket::spawn(broker.clone(), stopped.clone()) {
+        let path = admin::socket::path(&broker.config.data_dir);
+        tracing::warn!(path = %path.display(), error = %e, "no admin socket: tern ctl cannot reach this node");
+    }
     let accept_task = tokio::spawn(accept_loop(listener, broker.clone(), stopped));
     Ok(ServerHandle {
         amqp_addr,

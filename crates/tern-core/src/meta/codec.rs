@@ -9,6 +9,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tern_amqp::{FieldTable, ShortStr};
 
+use super::access_codec::{get_access, put_access};
 use super::{Binding, ExchangeDef, MetaCommand, Metadata, QueueDef};
 use crate::names::{ConnectionId, ExchangeName, QueueName, VhostName};
 use crate::routing::{Destination, ExchangeKind};
@@ -37,6 +38,7 @@ mod tag {
     pub const ADD_VHOST: u8 = 7;
     pub const DELETE_VHOST: u8 = 8;
     pub const DROP_TRANSIENT: u8 = 9;
+    pub const ACCESS: u8 = 10;
 }
 
 pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
@@ -99,6 +101,10 @@ pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
             put_str(out, &name.0);
         }
         MetaCommand::DropTransient => out.put_u8(tag::DROP_TRANSIENT),
+        MetaCommand::Access(cmd) => {
+            out.put_u8(tag::ACCESS);
+            put_access(out, cmd);
+        }
     }
 }
 
@@ -149,12 +155,13 @@ pub fn decode_command(buf: &mut Bytes) -> Result<MetaCommand, CodecError> {
             name: VhostName(get_str(buf)?),
         },
         tag::DROP_TRANSIENT => MetaCommand::DropTransient,
+        tag::ACCESS => MetaCommand::Access(get_access(buf)?),
         other => return Err(CodecError::Tag(other)),
     };
     Ok(cmd)
 }
 
-fn put_str(out: &mut BytesMut, s: &ShortStr) {
+pub(super) fn put_str(out: &mut BytesMut, s: &ShortStr) {
     let bytes = s.as_slice();
     let len = bytes.len().min(ShortStr::MAX_LEN);
     out.put_u8(len as u8);
@@ -220,7 +227,7 @@ fn kind_of(code: u8) -> Result<ExchangeKind, CodecError> {
     })
 }
 
-fn get_u8(buf: &mut Bytes) -> Result<u8, CodecError> {
+pub(super) fn get_u8(buf: &mut Bytes) -> Result<u8, CodecError> {
     if buf.remaining() < 1 {
         return Err(CodecError::Truncated);
     }
@@ -234,7 +241,7 @@ fn get_u64(buf: &mut Bytes) -> Result<u64, CodecError> {
     Ok(buf.get_u64())
 }
 
-fn get_str(buf: &mut Bytes) -> Result<ShortStr, CodecError> {
+pub(super) fn get_str(buf: &mut Bytes) -> Result<ShortStr, CodecError> {
     let len = usize::from(get_u8(buf)?);
     if buf.remaining() < len {
         return Err(CodecError::Truncated);
@@ -299,7 +306,8 @@ fn is_builtin(def: &ExchangeDef) -> bool {
 
 impl Metadata {
     /// Commands that, applied in order to [`Metadata::new`], rebuild this state: the form a
-    /// snapshot takes. Vhosts, then each vhost's exchanges, queues and bindings.
+    /// snapshot takes. Vhosts, then each vhost's exchanges, queues and bindings, then users
+    /// and permissions.
     pub fn snapshot_commands(&self) -> Vec<MetaCommand> {
         let mut out = Vec::new();
         let default = VhostName::from("/");
@@ -333,6 +341,8 @@ impl Metadata {
                 });
             }
         }
+        let access = self.access.snapshot_commands();
+        out.extend(access.into_iter().map(MetaCommand::Access));
         out
     }
 }
@@ -340,6 +350,8 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::access::{AccessCommand, HashAlgorithm, PasswordHash, UserDef};
+    use crate::names::UserName;
     use proptest::prelude::*;
     use tern_amqp::FieldValue;
 
@@ -430,6 +442,65 @@ mod tests {
             vh().prop_map(|name| MetaCommand::AddVhost { name }),
             vh().prop_map(|name| MetaCommand::DeleteVhost { name }),
             Just(MetaCommand::DropTransient),
+            access().prop_map(MetaCommand::Access),
+        ]
+    }
+
+    fn user() -> impl Strategy<Value = UserDef> {
+        let hash = prop::option::of((any::<bool>(), prop::collection::vec(any::<u8>(), 0..68)));
+        (name(), hash, prop::collection::vec(name(), 0..3)).prop_map(|(n, h, tags)| UserDef {
+            name: UserName(n),
+            password: h.map(|(sha512, bytes)| PasswordHash {
+                algorithm: if sha512 {
+                    HashAlgorithm::Sha512
+                } else {
+                    HashAlgorithm::Sha256
+                },
+                salted: Bytes::from(bytes),
+            }),
+            tags,
+        })
+    }
+
+    fn access() -> impl Strategy<Value = AccessCommand> {
+        let vh = || name().prop_map(VhostName);
+        let un = || name().prop_map(UserName);
+        let pat = || "[a-z.*^$]{0,300}";
+        prop_oneof![
+            user().prop_map(|user| AccessCommand::AddUser { user }),
+            un().prop_map(|name| AccessCommand::DeleteUser { name }),
+            (un(), user()).prop_map(|(name, u)| AccessCommand::SetPassword {
+                name,
+                password: u.password
+            }),
+            (un(), user()).prop_map(|(name, u)| AccessCommand::SetTags { name, tags: u.tags }),
+            (vh(), un(), pat(), pat(), pat()).prop_map(|(vhost, user, c, w, r)| {
+                AccessCommand::SetPermissions {
+                    vhost,
+                    user,
+                    configure: c,
+                    write: w,
+                    read: r,
+                }
+            }),
+            (vh(), un()).prop_map(|(vhost, user)| AccessCommand::ClearPermissions { vhost, user }),
+            (vh(), un(), name(), pat(), pat()).prop_map(|(vhost, user, x, w, r)| {
+                AccessCommand::SetTopicPermissions {
+                    vhost,
+                    user,
+                    exchange: ExchangeName(x),
+                    write: w,
+                    read: r,
+                }
+            }),
+            (vh(), un(), prop::option::of(name())).prop_map(|(vhost, user, x)| {
+                AccessCommand::ClearTopicPermissions {
+                    vhost,
+                    user,
+                    exchange: x.map(ExchangeName),
+                }
+            }),
+            prop::option::of(user()).prop_map(|user| AccessCommand::Bootstrap { user }),
         ]
     }
 

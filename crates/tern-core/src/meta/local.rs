@@ -5,6 +5,7 @@
 
 use tern_amqp::{AmqpError, FieldTable};
 
+use super::access::AccessCommand;
 use super::{Binding, MetaCommand, MetaOutcome, Metadata};
 use crate::names::VhostName;
 
@@ -51,6 +52,8 @@ impl Metadata {
             MetaCommand::AddVhost { name } => self.vhost_exists(name),
             MetaCommand::DeleteVhost { name } => !self.vhost_exists(name),
             MetaCommand::DropTransient => false,
+            MetaCommand::Access(AccessCommand::Bootstrap { .. }) => self.access().bootstrapped(),
+            MetaCommand::Access(_) => false,
         }
     }
 

@@ -140,6 +140,10 @@ pub(crate) struct CompiledExchange {
 }
 
 impl CompiledExchange {
+    pub(crate) fn def(&self) -> &ExchangeDef {
+        &self.def
+    }
+
     /// `bindings` are the exchange's bindings as source, in the order they were made.
     pub(crate) fn new<'a>(def: &ExchangeDef, bindings: impl Iterator<Item = &'a Binding>) -> Self {
         let mut x = CompiledExchange {

@@ -16,8 +16,10 @@ use tern_amqp::{
     BasicPublish, BasicQos, BasicReturn, ContentHeader, FieldValue, Method, ReplyCode, ShortStr,
 };
 use tern_core::message::Message;
-use tern_core::names::{ConsumerId, QueueName};
+use tern_core::meta::access::{Op, Resource};
+use tern_core::names::{ConsumerId, ExchangeName, QueueName};
 use tern_core::queue::{ChannelCredit, ConsumerSpec, MsgId};
+use tern_core::routing::ExchangeKind;
 
 use super::confirms::Answer;
 use super::deliver::{ConsumerInfo, UnackedEntry};
@@ -267,6 +269,7 @@ impl Connection {
         let Some(header) = p.header else {
             return Ok(());
         };
+        self.permit_publish(&p.method.exchange, &p.method.routing_key)?;
         // Decoded only now, as RabbitMQ does; malformed properties close the connection.
         let mut properties = header
             .properties()
@@ -320,13 +323,27 @@ impl Connection {
         Ok(())
     }
 
+    /// Write on the exchange, and the topic permission on the key (RabbitMQ checks both before
+    /// it decodes the properties).
+    fn permit_publish(&mut self, exchange: &ShortStr, key: &ShortStr) -> Result<(), AmqpError> {
+        let exchange = ExchangeName(exchange.clone());
+        let (routing, vhost) = (&self.routing.snapshot, &self.vhost);
+        let is_topic = || {
+            let def = routing.exchange(vhost, &exchange);
+            def.is_some_and(|d| d.kind == ExchangeKind::Topic)
+        };
+        self.authz
+            .check_publish(&self.broker, &exchange, key, is_topic)
+            .map_err(|e| e.on(60, 40))
+    }
+
     /// RabbitMQ refuses a user_id property that is not the authenticated user.
     fn check_user_id(&self, message: &Message) -> Result<(), AmqpError> {
         match &message.properties.user_id {
-            Some(id) if id.as_str() != self.user => {
+            Some(id) if id.as_str() != self.authz.user() => {
                 let text = format!(
                     "user_id property set to '{id}' but authenticated user was '{}'",
-                    self.user
+                    self.authz.user()
                 );
                 Err(err(ReplyCode::PreconditionFailed, text, 60, 40))
             }
@@ -511,6 +528,7 @@ impl Connection {
         }
         let queue = self
             .expand_queue_name(ch, m.queue.clone())
+            .and_then(|name| self.permit(Resource::Queue, &name, Op::Read).map(|()| name))
             .and_then(|name| self.usable_queue(&name))
             .map_err(|e| e.on(60, 20))?;
         let id = ConsumerId(self.broker.next_id());
@@ -631,6 +649,7 @@ impl Connection {
     async fn basic_get(&mut self, ch: u16, m: BasicGet) -> Result<(), AmqpError> {
         let queue = self
             .expand_queue_name(ch, m.queue)
+            .and_then(|name| self.permit(Resource::Queue, &name, Op::Read).map(|()| name))
             .and_then(|name| self.usable_queue(&name))
             .map_err(|e| e.on(60, 70))?;
         let Some(channel) = self.channels.get(&ch) else {

@@ -8,6 +8,7 @@ use tern_amqp::{
     ExchangeUnbind, FieldTable, Method, QueueBind, QueueDeclare, QueueDeclareOk, QueueDelete,
     QueueDeleteOk, QueuePurge, QueuePurgeOk, QueueUnbind, ReplyCode, ShortStr,
 };
+use tern_core::meta::access::{Op, Resource};
 use tern_core::meta::{Binding, ExchangeDef, MetaCommand, QueueDef};
 use tern_core::names::{ChannelKey, ConsumerId, ExchangeName, QueueName};
 use tern_core::queue::ChannelCredit;
@@ -218,6 +219,9 @@ impl Connection {
             internal: m.internal,
             arguments: m.arguments,
         };
+        if !m.passive {
+            self.permit_exchange_declare(&def)?;
+        }
         let vhost = self.vhost.clone();
         self.broker
             .apply(MetaCommand::DeclareExchange {
@@ -231,6 +235,7 @@ impl Connection {
     }
 
     async fn exchange_delete(&mut self, ch: u16, m: ExchangeDelete) -> Result<(), AmqpError> {
+        self.permit_exchange_delete(&m.exchange)?;
         let cmd = MetaCommand::DeleteExchange {
             vhost: self.vhost.clone(),
             name: ExchangeName::from(m.exchange),
@@ -243,6 +248,7 @@ impl Connection {
 
     async fn exchange_bind(&mut self, ch: u16, m: ExchangeBind) -> Result<(), AmqpError> {
         let binding = exchange_binding(m.source, m.destination, m.routing_key, m.arguments);
+        self.permit_binding(&binding)?;
         self.broker
             .apply(MetaCommand::Bind {
                 vhost: self.vhost.clone(),
@@ -255,6 +261,7 @@ impl Connection {
 
     async fn exchange_unbind(&mut self, ch: u16, m: ExchangeUnbind) -> Result<(), AmqpError> {
         let binding = exchange_binding(m.source, m.destination, m.routing_key, m.arguments);
+        self.permit_binding(&binding)?;
         self.broker
             .apply(MetaCommand::Unbind {
                 vhost: self.vhost.clone(),
@@ -304,6 +311,9 @@ impl Connection {
             auto_delete: m.auto_delete,
             arguments: m.arguments,
         };
+        if !m.passive {
+            self.permit_queue_declare(&def, server_named)?;
+        }
         let cmd = MetaCommand::DeclareQueue {
             vhost: self.vhost.clone(),
             def,
@@ -371,6 +381,7 @@ impl Connection {
             self.usable_queue(&queue)?;
         }
         let binding = queue_binding(m.exchange, queue, key, m.arguments);
+        self.permit_binding(&binding)?;
         self.broker
             .apply(MetaCommand::Bind {
                 vhost: self.vhost.clone(),
@@ -388,6 +399,7 @@ impl Connection {
             self.usable_queue(&queue)?;
         }
         let binding = queue_binding(m.exchange, queue, key, m.arguments);
+        self.permit_binding(&binding)?;
         self.broker
             .apply(MetaCommand::Unbind {
                 vhost: self.vhost.clone(),
@@ -399,7 +411,9 @@ impl Connection {
     }
 
     async fn queue_purge(&mut self, ch: u16, m: QueuePurge) -> Result<(), AmqpError> {
-        let queue = self.usable_queue(&self.expand_queue_name(ch, m.queue)?)?;
+        let name = self.expand_queue_name(ch, m.queue)?;
+        self.permit(Resource::Queue, &name, Op::Read)?;
+        let queue = self.usable_queue(&name)?;
         let message_count = queue
             .ask(|reply| QueueCmd::Purge { reply })
             .await
@@ -414,6 +428,7 @@ impl Connection {
 
     async fn queue_delete(&mut self, ch: u16, m: QueueDelete) -> Result<(), AmqpError> {
         let name = self.expand_queue_name(ch, m.queue)?;
+        self.permit(Resource::Queue, &name, Op::Configure)?;
         let message_count = match self.broker.queue(&self.vhost, &name) {
             // Deleting a queue that does not exist succeeds, as in RabbitMQ 3.x.
             None => 0,

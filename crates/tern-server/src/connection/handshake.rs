@@ -5,16 +5,22 @@
 
 use std::net::SocketAddr;
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use tern_amqp::frame::{decode_frame, encode_method, PROTOCOL_HEADER};
 use tern_amqp::{
     AmqpError, ConnectionOpenOk, ConnectionStart, ConnectionTune, FieldTable, FieldValue, Frame,
-    FramePayload, LongStr, Method, ReplyCode, ShortStr,
+    FramePayload, Method, ReplyCode, ShortStr,
 };
+use tern_core::meta::access::VhostAccess;
+use tern_core::names::{UserName, VhostName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ClientCaps, ConnError};
+use crate::auth;
+use crate::broker::Broker;
 use crate::config::Config;
 
 /// What the handshake settled.
@@ -23,22 +29,25 @@ pub struct Negotiated {
     pub channel_max: u16,
     pub heartbeat: u16,
     pub vhost: ShortStr,
-    pub user: String,
+    pub user: UserName,
+    /// The user's permissions in the vhost, as of the open.
+    pub access: VhostAccess,
     pub caps: ClientCaps,
 }
 
 pub struct Handshake<'a> {
     pub stream: &'a mut TcpStream,
     pub buf: &'a mut BytesMut,
-    pub config: &'a Config,
+    pub broker: &'a Broker,
     pub peer: SocketAddr,
 }
 
 impl Handshake<'_> {
-    pub async fn run(
-        mut self,
-        vhost_exists: impl Fn(&str) -> bool,
-    ) -> Result<Negotiated, ConnError> {
+    fn config(&self) -> &Config {
+        &self.broker.config
+    }
+
+    pub async fn run(mut self) -> Result<Negotiated, ConnError> {
         self.protocol_header().await?;
         self.send(&Method::ConnectionStart(server_start())).await?;
         let start_ok = match self.expect_method().await? {
@@ -50,9 +59,9 @@ impl Handshake<'_> {
             .authenticate(&start_ok.mechanism, &start_ok.response, caps)
             .await?;
         self.send(&Method::ConnectionTune(ConnectionTune {
-            channel_max: self.config.channel_max,
-            frame_max: self.config.frame_max_bytes,
-            heartbeat: self.config.heartbeat_secs,
+            channel_max: self.config().channel_max,
+            frame_max: self.config().frame_max_bytes,
+            heartbeat: self.config().heartbeat_secs,
         }))
         .await?;
         let tune_ok = match self.expect_method().await? {
@@ -64,12 +73,7 @@ impl Handshake<'_> {
             Method::ConnectionOpen(m) => m,
             other => return Err(unexpected(&other)),
         };
-        if !vhost_exists(open.virtual_host.as_str()) {
-            let text = format!("vhost '{}' not found", open.virtual_host);
-            return Err(ConnError::Amqp(
-                AmqpError::new(ReplyCode::NotAllowed, text).on(10, 40),
-            ));
-        }
+        let access = self.open_vhost(&open.virtual_host, &user)?;
         self.send(&Method::ConnectionOpenOk(ConnectionOpenOk {}))
             .await?;
         Ok(Negotiated {
@@ -78,8 +82,25 @@ impl Handshake<'_> {
             heartbeat: tune_ok.heartbeat,
             vhost: open.virtual_host,
             user,
+            access,
             caps,
         })
+    }
+
+    /// 530 for a vhost that does not exist or that the user has no permissions in.
+    fn open_vhost(&self, vhost: &ShortStr, user: &UserName) -> Result<VhostAccess, ConnError> {
+        let name = VhostName::from(vhost.clone());
+        let text = if !self.broker.vhost_exists(&name) {
+            format!("vhost '{vhost}' not found")
+        } else if let Some(access) = self.broker.vhost_access(&name, user) {
+            return Ok(access);
+        } else {
+            tracing::warn!(peer = %self.peer, %user, %vhost, "vhost access refused");
+            format!("access to vhost '{vhost}' refused for user '{user}'")
+        };
+        Err(ConnError::Amqp(
+            AmqpError::new(ReplyCode::NotAllowed, text).on(10, 40),
+        ))
     }
 
     /// Read the 8-byte protocol header; answer a wrong one with ours and close (spec 4.2.2).
@@ -98,10 +119,10 @@ impl Handshake<'_> {
         mechanism: &str,
         response: &Bytes,
         caps: ClientCaps,
-    ) -> Result<String, ConnError> {
+    ) -> Result<UserName, ConnError> {
         let creds = match mechanism {
-            "PLAIN" => parse_plain(response),
-            "AMQPLAIN" => parse_amqplain(response),
+            "PLAIN" => auth::parse_plain(response),
+            "AMQPLAIN" => auth::parse_amqplain(response),
             other => {
                 let text = format!("unsupported authentication mechanism '{other}'");
                 return Err(ConnError::Amqp(
@@ -115,17 +136,32 @@ impl Handshake<'_> {
                 AmqpError::new(ReplyCode::AccessRefused, text).on(10, 11),
             ));
         };
-        if user != "guest" || password != "guest" {
-            tracing::warn!(peer = %self.peer, %user, "authentication failed");
+        let refused = || {
             let text = format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.");
-            return Err(auth_failure(text, caps));
+            auth_failure(text, caps)
+        };
+        let (ip, now) = (self.peer.ip(), Instant::now());
+        if !self.broker.logins.allows(ip, now) {
+            tracing::warn!(peer = %self.peer, %user, "login refused: too many failed logins from this address");
+            return Err(refused());
         }
-        if !self.peer.ip().is_loopback() {
-            tracing::warn!(peer = %self.peer, "user 'guest' refused: only loopback connections allowed");
-            let text = "User 'guest' can only connect via localhost".to_string();
-            return Err(auth_failure(text, caps));
+        if let Err(why) = self.broker.check_password(&user, &password) {
+            self.broker.logins.failed(ip, now);
+            tracing::warn!(peer = %self.peer, %user, mechanism, "authentication failed: {why}");
+            return Err(refused());
         }
-        Ok(user)
+        if !self.loopback_allows(&user) {
+            tracing::warn!(peer = %self.peer, %user, "login refused: user '{user}' can only connect via localhost (loopback_users)");
+            return Err(refused());
+        }
+        Ok(UserName::from(user.as_str()))
+    }
+
+    /// Users in `loopback_users` (guest, by default) may connect from loopback only. The
+    /// client hears only that the login was refused, as from RabbitMQ; the log says why.
+    fn loopback_allows(&self, user: &str) -> bool {
+        let listed = self.config().loopback_users.iter().any(|u| u == user);
+        !listed || self.peer.ip().is_loopback()
     }
 
     /// RabbitMQ (rabbit_reader's validate_negotiated_integer_value) refuses a tune-ok value
@@ -137,9 +173,9 @@ impl Handshake<'_> {
             "frame_max",
             frame_max,
             frame_min,
-            self.config.frame_max_bytes,
+            self.config().frame_max_bytes,
         )?;
-        let channel_offer = self.config.channel_max;
+        let channel_offer = self.config().channel_max;
         negotiated("channel_max", channel_max.into(), 1, channel_offer.into())?;
         // 0 passes only when the server offered no limit.
         let frame_max = if frame_max == 0 { u32::MAX } else { frame_max };
@@ -159,7 +195,7 @@ impl Handshake<'_> {
     }
 
     async fn expect_method(&mut self) -> Result<Method, ConnError> {
-        let limit = self.config.pre_auth_frame_max_bytes;
+        let limit = self.config().pre_auth_frame_max_bytes;
         self.expect_method_limited(limit).await
     }
 
@@ -225,33 +261,6 @@ fn auth_failure(text: String, caps: ClientCaps) -> ConnError {
     }
 }
 
-/// PLAIN: `authzid \0 authcid \0 password`.
-fn parse_plain(response: &LongStr) -> Option<(String, String)> {
-    let mut parts = response.split(|b| *b == 0);
-    let _authzid = parts.next()?;
-    let user = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let password = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    parts.next().is_none().then_some((user, password))
-}
-
-/// AMQPLAIN: a field table without its length prefix, holding LOGIN and PASSWORD.
-fn parse_amqplain(response: &LongStr) -> Option<(String, String)> {
-    let mut framed = BytesMut::with_capacity(response.len() + 4);
-    framed.extend_from_slice(&(u32::try_from(response.len()).ok()?).to_be_bytes());
-    framed.extend_from_slice(response);
-    let mut bytes = framed.freeze();
-    let table = FieldTable::decode(&mut bytes).ok()?;
-    let text = |key: &str| -> Option<String> {
-        match table.get(key)? {
-            FieldValue::LongStr(b) | FieldValue::Bytes(b) => {
-                std::str::from_utf8(&b[..]).ok().map(str::to_owned)
-            }
-            _ => None,
-        }
-    };
-    Some((text("LOGIN")?, text("PASSWORD")?))
-}
-
 /// connection.start with RabbitMQ's server properties and capabilities.
 fn server_start() -> ConnectionStart {
     let mut caps = FieldTable::new();
@@ -283,18 +292,5 @@ fn server_start() -> ConnectionStart {
         server_properties: props,
         mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
         locales: Bytes::from_static(b"en_US"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_response_splits_into_user_and_password() {
-        let r = Bytes::from_static(b"\0guest\0secret");
-        assert_eq!(parse_plain(&r), Some(("guest".into(), "secret".into())));
-        assert_eq!(parse_plain(&Bytes::from_static(b"guest")), None);
-        assert_eq!(parse_plain(&Bytes::from_static(b"\0a\0b\0c")), None);
     }
 }

