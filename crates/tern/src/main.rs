@@ -1,6 +1,7 @@
 //! `tern`: the broker and its tools in one binary.
 //!
 //! - `server`: run a broker (`tern_server::start`) until SIGINT/SIGTERM.
+//! - `ctl`: operator commands (rabbitmqctl's names) to a running node (`ctl`).
 //! - `publish` / `consume`: quick manual use (`tools`).
 //! - `bench`: a PerfTest-style load generator (`bench`).
 //!
@@ -8,6 +9,7 @@
 
 mod bench;
 mod client;
+mod ctl;
 mod tools;
 
 use std::net::IpAddr;
@@ -26,8 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (single node; messages in memory).
+    /// Run a broker (single node).
     Server(ServerArgs),
+    /// Operator commands to a running node: users, vhosts, permissions (rabbitmqctl's names).
+    Ctl(ctl::CtlArgs),
     /// Publish messages.
     Publish(tools::PublishArgs),
     /// Consume messages and print their bodies, one per line.
@@ -56,6 +60,10 @@ struct ServerArgs {
     /// Most simultaneous client connections.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Users that may connect from loopback only, comma-separated (RabbitMQ's loopback_users;
+    /// default guest). `none` lets every user connect from anywhere.
+    #[arg(long, value_delimiter = ',')]
+    loopback_users: Option<Vec<String>>,
 }
 
 impl ServerArgs {
@@ -75,6 +83,13 @@ impl ServerArgs {
         if let Some(v) = self.max_connections {
             config.max_connections = v;
         }
+        if let Some(users) = &self.loopback_users {
+            config.loopback_users = users
+                .iter()
+                .filter(|u| !u.is_empty() && *u != "none")
+                .cloned()
+                .collect();
+        }
         config
     }
 }
@@ -92,12 +107,16 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<()> {
+    if let Command::Ctl(args) = command {
+        return ctl::run(args);
+    }
     let runtime = runtime()?;
     match command {
         Command::Server(args) => runtime.block_on(serve(args)),
         Command::Publish(args) => runtime.block_on(tools::publish(args)),
         Command::Consume(args) => runtime.block_on(tools::consume(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Ctl(_) => Ok(()),
     }
 }
 

@@ -3,12 +3,13 @@
 //! Jepsen's total-queue one: every message the broker confirmed is delivered at least once
 //! (lost = confirmed - delivered is empty) and nothing is delivered that was never published.
 
+mod common;
+
 use std::collections::{HashSet, VecDeque};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{data_dir, Server};
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -35,58 +36,6 @@ impl Rng {
     }
     fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
-    }
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args([
-                "server",
-                "--bind",
-                "127.0.0.1",
-                "--amqp-port",
-                &port.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tern server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -193,16 +142,9 @@ async fn consume(
     }
 }
 
-fn data_dir() -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::env::temp_dir().join(format!("tern-crash-{}-{nanos}", std::process::id()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_confirmed_message_survives_repeated_kill_9() {
-    let dir = data_dir();
+    let dir = data_dir("crash");
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)

@@ -325,21 +325,30 @@ pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
         .1
 }
 
-/// Every message in `queue`, by basic.get (no-ack) until get-empty.
+/// Every message in `queue`: as many as a passive declare counts, taken by a no-ack consumer
+/// that is then cancelled. Not by basic.get: amqprs 2.1 registers a get's responder with its
+/// dispatcher task through a second channel, and when the get-ok is read first (a fast broker
+/// on a loaded machine) the dispatcher panics ("get responder must be registered").
 pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    loop {
-        let args = amqprs::channel::BasicGetArguments::new(queue)
-            .no_ack(true)
-            .finish();
-        match within("basic.get", ch.basic_get(args))
-            .await
-            .expect("basic.get")
-        {
-            Some((_, _, body)) => out.push(String::from_utf8_lossy(&body).into_owned()),
-            None => return out,
-        }
+    let n = message_count(ch, queue).await;
+    if n == 0 {
+        return Vec::new();
     }
+    let args = BasicConsumeArguments::new(queue, "")
+        .manual_ack(false)
+        .finish();
+    let (tag, mut rx) = consume_with(ch, args).await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next_msg(&mut rx).await.text());
+    }
+    within(
+        "basic.cancel",
+        ch.basic_cancel(amqprs::channel::BasicCancelArguments::new(&tag)),
+    )
+    .await
+    .expect("basic.cancel");
+    out
 }
 
 pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
