@@ -152,6 +152,14 @@ impl Broker {
         }
     }
 
+    /// For SASL EXTERNAL: the certificate named the user, which must exist.
+    pub fn check_user_exists(&self, user: &str) -> Result<(), &'static str> {
+        match self.lock_meta().access().user(user) {
+            Some(_) => Ok(()),
+            None => Err("no such user (named by the client certificate)"),
+        }
+    }
+
     pub fn queues_owned_by(&self, conn: ConnectionId) -> Vec<QueueKey> {
         self.lock_meta().queues_owned_by(conn)
     }

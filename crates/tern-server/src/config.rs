@@ -63,6 +63,10 @@ pub struct Config {
     pub login_failure_window: Duration,
     /// Source addresses whose failures are tracked at once.
     pub login_failure_addresses: usize,
+    /// The amqps (TLS) listener's port; 0 picks a free one. Only used with `tls`.
+    pub amqps_port: u16,
+    /// TLS for the amqps listener; None: no amqps listener.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -93,6 +97,8 @@ impl Default for Config {
             login_failure_limit: 10,
             login_failure_window: Duration::from_secs(60),
             login_failure_addresses: 65_536,
+            amqps_port: 5671,
+            tls: None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl Config {
         Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             amqp_port: 0,
+            amqps_port: 0,
             data_dir: dir,
             ..Config::default()
         }

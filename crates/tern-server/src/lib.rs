@@ -13,6 +13,8 @@
 //! - `auth`: SASL responses, password hashes (RabbitMQ's format), failed-login budgets.
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
 //!   queue.
+//! - [`tls`]: the amqps listener's rustls configuration and certificate user names.
+//! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
 //! [`start`] binds the listener and returns a [`ServerHandle`].
@@ -24,8 +26,10 @@ mod broker;
 pub mod config;
 mod connection;
 mod direct_reply;
+mod listener;
 mod queue_actor;
 mod sink;
+pub mod tls;
 mod token;
 
 pub use config::Config;
@@ -42,9 +46,10 @@ use crate::broker::Broker;
 /// A running broker.
 pub struct ServerHandle {
     amqp_addr: SocketAddr,
+    amqps_addr: Option<SocketAddr>,
     broker: Arc<Broker>,
     stop: watch::Sender<bool>,
-    accept_task: JoinHandle<()>,
+    accept_tasks: Vec<JoinHandle<()>>,
     /// Held while the broker runs: no second node on this data directory.
     _lock: tern_store::DirLock,
 }
@@ -58,6 +63,8 @@ pub enum StartError {
     Metadata(#[from] tern_cluster::meta::MetaError),
     #[error("listener: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl ServerHandle {
@@ -66,11 +73,18 @@ impl ServerHandle {
         self.amqp_addr
     }
 
+    /// The amqps (TLS) listener's address, when TLS is configured.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps_addr
+    }
+
     /// Stop accepting, close every connection with 320 CONNECTION_FORCED (as RabbitMQ does on
     /// shutdown), and wait up to `SHUTDOWN_WAIT` for them to go.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.accept_task.await;
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
         self.broker
             .close_all_connections(tern_amqp::ReplyCode::ConnectionForced, "broker shutdown");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -116,6 +130,8 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         broker.config.data_dir.clone(),
         broker.config.disk_check_interval,
     );
+    // Before binding anything: a bad certificate file stops the start with its name.
+    let tls = broker.config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind((broker.config.bind, broker.config.amqp_port)).await?;
     let amqp_addr = listener.local_addr()?;
     tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listener started");
@@ -124,44 +140,30 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         let path = admin::socket::path(&broker.config.data_dir);
         tracing::warn!(path = %path.display(), error = %e, "no admin socket: tern ctl cannot reach this node");
     }
-    let accept_task = tokio::spawn(accept_loop(listener, broker.clone(), stopped));
+    let mut accept_tasks = Vec::new();
+    let mut amqps_addr = None;
+    if let Some(acceptor) = tls {
+        let port = broker.config.amqps_port;
+        let tls_listener = TcpListener::bind((broker.config.bind, port)).await?;
+        let addr = tls_listener.local_addr()?;
+        tracing::info!(amqps_addr = %addr, "AMQPS (TLS) listener started");
+        amqps_addr = Some(addr);
+        let task = listener::accept_loop(
+            tls_listener,
+            broker.clone(),
+            stopped.clone(),
+            Some(acceptor),
+        );
+        accept_tasks.push(tokio::spawn(task));
+    }
+    let task = listener::accept_loop(listener, broker.clone(), stopped, None);
+    accept_tasks.push(tokio::spawn(task));
     Ok(ServerHandle {
         amqp_addr,
+        amqps_addr,
         broker,
         stop,
-        accept_task,
+        accept_tasks,
         _lock: lock,
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stopped.changed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: log, breathe, go on.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if !broker.try_admit_connection() {
-            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max_connections reached");
-            drop(stream);
-            continue;
-        }
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            connection::serve(broker.clone(), stream, peer).await;
-            broker.release_connection();
-        });
-    }
 }

@@ -64,6 +64,43 @@ struct ServerArgs {
     /// default guest). `none` lets every user connect from anywhere.
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
+    /// The amqps (TLS) port; the listener runs when --tls-cert and --tls-key are given.
+    #[arg(long, default_value_t = 5671)]
+    amqps_port: u16,
+    /// PEM file: the server certificate and its chain.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file: the server's private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM file: CAs to verify client certificates with (asks clients for one).
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate (needs --tls-ca).
+    #[arg(long, requires = "tls_ca")]
+    tls_require_client_cert: bool,
+    /// Where SASL EXTERNAL finds the user name in a client certificate.
+    #[arg(long, value_enum, default_value = "common-name")]
+    tls_cert_login: CertLoginArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CertLoginArg {
+    CommonName,
+    SanDns,
+    SanEmail,
+    SanUri,
+}
+
+impl From<CertLoginArg> for tern_server::tls::CertLogin {
+    fn from(a: CertLoginArg) -> Self {
+        match a {
+            CertLoginArg::CommonName => Self::CommonName,
+            CertLoginArg::SanDns => Self::SanDns,
+            CertLoginArg::SanEmail => Self::SanEmail,
+            CertLoginArg::SanUri => Self::SanUri,
+        }
+    }
 }
 
 impl ServerArgs {
@@ -82,6 +119,16 @@ impl ServerArgs {
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
+        }
+        config.amqps_port = self.amqps_port;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(tern_server::tls::TlsConfig {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                ca_file: self.tls_ca.clone(),
+                require_client_cert: self.tls_require_client_cert,
+                cert_login: self.tls_cert_login.into(),
+            });
         }
         if let Some(users) = &self.loopback_users {
             config.loopback_users = users

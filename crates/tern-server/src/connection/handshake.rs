@@ -16,9 +16,8 @@ use tern_amqp::{
 use tern_core::meta::access::VhostAccess;
 use tern_core::names::{UserName, VhostName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{ClientCaps, ConnError};
+use super::{ClientCaps, ClientStream, ConnError};
 use crate::auth;
 use crate::broker::Broker;
 use crate::config::Config;
@@ -35,21 +34,25 @@ pub struct Negotiated {
     pub caps: ClientCaps,
 }
 
-pub struct Handshake<'a> {
-    pub stream: &'a mut TcpStream,
+pub struct Handshake<'a, S> {
+    pub stream: &'a mut S,
     pub buf: &'a mut BytesMut,
     pub broker: &'a Broker,
     pub peer: SocketAddr,
+    /// From the client's TLS certificate: offered as SASL EXTERNAL.
+    pub cert_user: Option<String>,
 }
 
-impl Handshake<'_> {
+impl<S: ClientStream> Handshake<'_, S> {
     fn config(&self) -> &Config {
         &self.broker.config
     }
 
     pub async fn run(mut self) -> Result<Negotiated, ConnError> {
         self.protocol_header().await?;
-        self.send(&Method::ConnectionStart(server_start())).await?;
+        let external = self.cert_user.is_some();
+        self.send(&Method::ConnectionStart(server_start(external)))
+            .await?;
         let start_ok = match self.expect_method().await? {
             Method::ConnectionStartOk(m) => m,
             other => return Err(unexpected(&other)),
@@ -121,8 +124,10 @@ impl Handshake<'_> {
         caps: ClientCaps,
     ) -> Result<UserName, ConnError> {
         let creds = match mechanism {
-            "PLAIN" => auth::parse_plain(response),
-            "AMQPLAIN" => auth::parse_amqplain(response),
+            "PLAIN" => auth::parse_plain(response).map(Some),
+            "AMQPLAIN" => auth::parse_amqplain(response).map(Some),
+            // The user is the certificate's; the response is ignored, as in RabbitMQ.
+            "EXTERNAL" if self.cert_user.is_some() => Some(None),
             other => {
                 let text = format!("unsupported authentication mechanism '{other}'");
                 return Err(ConnError::Amqp(
@@ -130,7 +135,7 @@ impl Handshake<'_> {
                 ));
             }
         };
-        let Some((user, password)) = creds else {
+        let Some(creds) = creds else {
             let text = "malformed SASL response";
             return Err(ConnError::Amqp(
                 AmqpError::new(ReplyCode::AccessRefused, text).on(10, 11),
@@ -140,21 +145,42 @@ impl Handshake<'_> {
             let text = format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.");
             auth_failure(text, caps)
         };
-        let (ip, now) = (self.peer.ip(), Instant::now());
-        if !self.broker.logins.allows(ip, now) {
-            tracing::warn!(peer = %self.peer, %user, "login refused: too many failed logins from this address");
-            return Err(refused());
-        }
-        if let Err(why) = self.broker.check_password(&user, &password) {
-            self.broker.logins.failed(ip, now);
-            tracing::warn!(peer = %self.peer, %user, mechanism, "authentication failed: {why}");
-            return Err(refused());
-        }
+        let user = self
+            .check_credentials(mechanism, creds)
+            .map_err(|()| refused())?;
         if !self.loopback_allows(&user) {
             tracing::warn!(peer = %self.peer, %user, "login refused: user '{user}' can only connect via localhost (loopback_users)");
             return Err(refused());
         }
         Ok(UserName::from(user.as_str()))
+    }
+
+    /// The user, if the password (or, with None, the TLS certificate) proves who it is.
+    /// Failures are logged here and counted against the peer's address.
+    fn check_credentials(
+        &self,
+        mechanism: &str,
+        creds: Option<(String, String)>,
+    ) -> Result<String, ()> {
+        let (ip, now) = (self.peer.ip(), Instant::now());
+        let user = match &creds {
+            Some((user, _)) => user.clone(),
+            None => self.cert_user.clone().unwrap_or_default(),
+        };
+        if !self.broker.logins.allows(ip, now) {
+            tracing::warn!(peer = %self.peer, %user, "login refused: too many failed logins from this address");
+            return Err(());
+        }
+        let checked = match &creds {
+            Some((user, password)) => self.broker.check_password(user, password),
+            None => self.broker.check_user_exists(&user),
+        };
+        if let Err(why) = checked {
+            self.broker.logins.failed(ip, now);
+            tracing::warn!(peer = %self.peer, %user, mechanism, "authentication failed: {why}");
+            return Err(());
+        }
+        Ok(user)
     }
 
     /// Users in `loopback_users` (guest, by default) may connect from loopback only. The
@@ -262,7 +288,9 @@ fn auth_failure(text: String, caps: ClientCaps) -> ConnError {
 }
 
 /// connection.start with RabbitMQ's server properties and capabilities.
-fn server_start() -> ConnectionStart {
+/// `external`: the client presented a TLS certificate, so EXTERNAL is offered too (RabbitMQ's
+/// rabbit_auth_mechanism_ssl offers itself only then).
+fn server_start(external: bool) -> ConnectionStart {
     let mut caps = FieldTable::new();
     for cap in [
         "publisher_confirms",
@@ -290,7 +318,11 @@ fn server_start() -> ConnectionStart {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+        mechanisms: if external {
+            Bytes::from_static(b"PLAIN AMQPLAIN EXTERNAL")
+        } else {
+            Bytes::from_static(b"PLAIN AMQPLAIN")
+        },
         locales: Bytes::from_static(b"en_US"),
     }
 }

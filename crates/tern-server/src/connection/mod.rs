@@ -33,7 +33,7 @@ use tern_amqp::{
     FramePayload, Method, ReplyCode,
 };
 use tern_core::names::{ConnectionId, ConsumerId, VhostName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -138,18 +138,50 @@ pub struct Connection {
     hang_up: bool,
 }
 
+/// A client's byte stream: plain TCP, or TLS over TCP.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Read: AsyncRead + Unpin + Send;
+    type Write: AsyncWrite + Unpin + Send;
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl ClientStream for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+/// Where a connection came from and what it brought before AMQP started.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    /// The handshake (TLS included) must reach connection.open-ok by then.
+    pub deadline: tokio::time::Instant,
+    /// The user name the client's TLS certificate carries, for SASL EXTERNAL.
+    pub cert_user: Option<String>,
+}
+
 /// Serve one accepted socket until it closes. Never panics on client input.
-pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted: Accepted) {
+    let peer = accepted.peer;
     let mut buf = BytesMut::with_capacity(1024);
-    let timeout = broker.config.handshake_timeout;
     let handshake = handshake::Handshake {
         stream: &mut stream,
         buf: &mut buf,
         broker: &broker,
         peer,
+        cert_user: accepted.cert_user,
     };
-    let negotiated = match tokio::time::timeout(timeout, handshake.run()).await {
+    let negotiated = match tokio::time::timeout_at(accepted.deadline, handshake.run()).await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return handshake_failed(&mut stream, peer, e).await,
         Err(_) => return handshake_failed(&mut stream, peer, ConnError::HandshakeTimeout).await,
@@ -194,7 +226,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr)
     broker.unregister_connection(id);
 }
 
-async fn handshake_failed(stream: &mut TcpStream, peer: SocketAddr, error: ConnError) {
+async fn handshake_failed<S: ClientStream>(stream: &mut S, peer: SocketAddr, error: ConnError) {
     tracing::warn!(%peer, %error, "connection handshake failed");
     if let ConnError::Amqp(e) = &error {
         let mut out = BytesMut::new();
@@ -208,9 +240,9 @@ async fn handshake_failed(stream: &mut TcpStream, peer: SocketAddr, error: ConnE
 
 /// After close / close-ok: let the client close the socket first (RabbitMQ waits for that
 /// too, up to a timeout), so our close never races the client's reading of its close-ok.
-async fn finish_close(
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+async fn finish_close<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    writer: W,
+    mut reader: R,
 ) -> Result<(), ConnError> {
     let mut scratch = [0u8; 1024];
     let drain = async { while matches!(reader.read(&mut scratch).await, Ok(n) if n > 0) {} };
@@ -237,14 +269,14 @@ const EVENT_BATCH: usize = 64;
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(2);
 
 impl Connection {
-    async fn run(
+    async fn run<S: ClientStream>(
         &mut self,
-        stream: TcpStream,
+        stream: S,
         mut rbuf: BytesMut,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
         heartbeat_secs: u16,
     ) -> Result<(), ConnError> {
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = stream.split();
         let mut evbuf = Vec::with_capacity(EVENT_BATCH);
         let beat = Duration::from_secs(u64::from(heartbeat_secs.max(1))) / 2;
         let mut ticker = tokio::time::interval(beat);

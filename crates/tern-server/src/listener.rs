@@ -1,0 +1,90 @@
+//! The accept loops: one per listener (amqp, and amqps when TLS is configured). Each accepted
+//! socket is admitted against `max_connections`, given its handshake deadline, and, for
+//! amqps, taken through the TLS handshake before AMQP starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::broker::Broker;
+use crate::connection::{self, Accepted};
+use crate::tls;
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: log, breathe, go on.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !broker.try_admit_connection() {
+            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + broker.config.handshake_timeout;
+            let accepted = Accepted {
+                peer,
+                deadline,
+                cert_user: None,
+            };
+            match tls {
+                None => connection::serve(broker.clone(), stream, accepted).await,
+                Some(acceptor) => serve_tls(&broker, acceptor, stream, accepted).await,
+            }
+            broker.release_connection();
+        });
+    }
+}
+
+/// The TLS handshake (within the connection's handshake deadline), then AMQP over it.
+async fn serve_tls(
+    broker: &Arc<Broker>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    mut accepted: Accepted,
+) {
+    let peer: SocketAddr = accepted.peer;
+    let stream = match tokio::time::timeout_at(accepted.deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let from = broker.config.tls.as_ref().map(|t| t.cert_login);
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    accepted.cert_user = match (cert, from) {
+        (Some(cert), Some(from)) => tls::cert_user(cert, from),
+        _ => None,
+    };
+    connection::serve(broker.clone(), stream, accepted).await;
+}

@@ -1,0 +1,124 @@
+//! TLS for AMQP (`amqps://`, port 5671): rustls with the ring provider, TLS 1.2 and 1.3 only.
+//!
+//! The server certificate chain and key come from PEM files. With a CA file the server asks
+//! for a client certificate and verifies it against that CA (RabbitMQ's `verify_peer`);
+//! `require_client_cert` refuses clients without one (`fail_if_no_peer_cert`). A verified
+//! client certificate names a user for SASL EXTERNAL: its subject's common name, or its first
+//! subject alternative name of a configured type ([`CertLogin`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM: the CAs client certificates are verified against. Without it no client
+    /// certificate is asked for.
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients that present no certificate (needs `ca_file`).
+    pub require_client_cert: bool,
+    /// Where EXTERNAL finds the user name in a client certificate.
+    pub cert_login: CertLogin,
+}
+
+/// RabbitMQ's `ssl_cert_login_from` (common_name, or subject_alternative_name with
+/// `ssl_cert_login_san_type`; the first name of that type is used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertLogin {
+    CommonName,
+    SanDns,
+    SanEmail,
+    SanUri,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {what}")]
+    File { path: PathBuf, what: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("require_client_cert needs a CA file (tls_ca)")]
+    NoCa,
+}
+
+fn file_error(path: &Path, what: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        what: what.to_string(),
+    }
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// The acceptor for the amqps listener; errors name the file at fault.
+pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certs(&cfg.cert_file)?;
+    let key =
+        PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| file_error(&cfg.key_file, e))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &cfg.ca_file {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certs(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if cfg.require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None if cfg.require_client_cert => return Err(TlsError::NoCa),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The user name a (verified) client certificate carries, if any.
+pub fn cert_user(cert: &CertificateDer<'_>, from: CertLogin) -> Option<String> {
+    let (_, x509) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    if from == CertLogin::CommonName {
+        let cn = x509.subject().iter_common_name().next()?;
+        return cn.as_str().ok().map(str::to_owned);
+    }
+    let san = x509.subject_alternative_name().ok()??;
+    san.value
+        .general_names
+        .iter()
+        .find_map(|name| match (from, name) {
+            (CertLogin::SanDns, GeneralName::DNSName(n))
+            | (CertLogin::SanEmail, GeneralName::RFC822Name(n))
+            | (CertLogin::SanUri, GeneralName::URI(n)) => Some(n.to_string()),
+            _ => None,
+        })
+}

@@ -1,0 +1,274 @@
+//! amqps: TLS with and without client certificates, SASL EXTERNAL, and the TLS handshake
+//! under the handshake timeout, driven by amqprs over rustls. Certificates (a CA, a server
+//! certificate for localhost / 127.0.0.1, client certificates) are made for each test with
+//! rcgen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::security::SecurityCredentials;
+use amqprs::tls::TlsAdaptor;
+use amqprs::BasicProperties;
+use common::amqprs_support as rs;
+use common::{within, TestBroker, STEP};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use tern_server::tls::{CertLogin, TlsConfig};
+use tokio::io::AsyncReadExt;
+
+/// A CA and the files a test needs, in a directory of its own.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(common::unique("tern-tls"));
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Tern test CA");
+        let ca = params.self_signed(&ca_key).expect("CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        let pki = Pki { dir, ca, ca_key };
+        let mut server = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        pki.issue("server", server);
+        pki
+    }
+
+    /// A certificate signed by the CA, written as NAME.pem and NAME.key.
+    fn issue(&self, name: &str, params: CertificateParams) {
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign");
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("write");
+    }
+
+    /// A client certificate with this common name (and, if given, an email SAN).
+    fn client(&self, name: &str, cn: &str, email: Option<&str>) {
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(e) = email {
+            params
+                .subject_alt_names
+                .push(SanType::Rfc822Name(e.try_into().expect("ia5")));
+        }
+        self.issue(name, params);
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn config(&self, verify_clients: bool, require: bool, login: CertLogin) -> TlsConfig {
+        TlsConfig {
+            cert_file: self.path("server.pem"),
+            key_file: self.path("server.key"),
+            ca_file: verify_clients.then(|| self.path("ca.pem")),
+            require_client_cert: require,
+            cert_login: login,
+        }
+    }
+}
+
+async fn tls_broker(tls: TlsConfig) -> Option<TestBroker> {
+    TestBroker::start_with(|c| {
+        c.tls = Some(tls);
+        c.handshake_timeout = Duration::from_millis(500);
+    })
+    .await
+}
+
+fn amqps_args(
+    broker: &TestBroker,
+    adaptor: TlsAdaptor,
+    creds: SecurityCredentials,
+) -> OpenConnectionArguments {
+    let port = broker
+        .handle()
+        .amqps_addr()
+        .expect("an amqps listener")
+        .port();
+    let mut args = OpenConnectionArguments::new("localhost", port, "", "");
+    args.credentials(creds).tls_adaptor(adaptor);
+    args
+}
+
+fn with_cert(pki: &Pki, name: &str) -> TlsAdaptor {
+    let (cert, key) = (
+        pki.path(&format!("{name}.pem")),
+        pki.path(&format!("{name}.key")),
+    );
+    TlsAdaptor::with_client_auth(Some(&pki.path("ca.pem")), &cert, &key, "localhost".into())
+        .expect("client TLS config")
+}
+
+fn without_cert(pki: &Pki) -> TlsAdaptor {
+    TlsAdaptor::without_client_auth(Some(&pki.path("ca.pem")), "localhost".into())
+        .expect("client TLS config")
+}
+
+/// Declare a server-named queue, publish to it, read it back: the connection works.
+async fn round_trip(conn: &Connection) {
+    let (ch, mut events) = rs::open_confirmed_channel(conn).await;
+    let (q, _, _) = rs::declare(&ch, QueueDeclareArguments::new("").exclusive(true).finish()).await;
+    let args = BasicPublishArguments::new("", &q);
+    within(
+        "publish",
+        ch.basic_publish(BasicProperties::default(), b"over tls".to_vec(), args),
+    )
+    .await
+    .expect("publish");
+    events.await_acks_through(1).await;
+    assert_eq!(rs::drain(&ch, &q).await, ["over tls"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_login_over_tls_without_a_client_certificate() {
+    let pki = Pki::new();
+    let Some(broker) = tls_broker(pki.config(false, false, CertLogin::CommonName)).await else {
+        return;
+    };
+    let creds = SecurityCredentials::new_plain("guest", "guest");
+    let (conn, _) = rs::connect_with(&amqps_args(&broker, without_cert(&pki), creds)).await;
+    round_trip(&conn).await;
+    // The plain listener keeps working beside it.
+    let (plain, _) = rs::connect(&broker).await;
+    round_trip(&plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_logs_in_the_user_the_client_certificate_names() {
+    let pki = Pki::new();
+    pki.client("alice", "alice", None);
+    pki.client("mallory", "mallory", None);
+    let Some(broker) = tls_broker(pki.config(true, false, CertLogin::CommonName)).await else {
+        return;
+    };
+    broker.ctl_ok(None, &["add_user", "alice", "unused"]).await;
+    broker.ctl_ok(None, &["clear_password", "alice"]).await;
+    broker
+        .ctl_ok(Some("/"), &["set_permissions", "alice", ".*", ".*", ".*"])
+        .await;
+    let args = amqps_args(
+        &broker,
+        with_cert(&pki, "alice"),
+        SecurityCredentials::new_external(),
+    );
+    let (conn, _) = rs::connect_with(&args).await;
+    round_trip(&conn).await;
+    let args = amqps_args(
+        &broker,
+        with_cert(&pki, "mallory"),
+        SecurityCredentials::new_external(),
+    );
+    let refused = within("connect", Connection::open(&args)).await;
+    assert!(refused.is_err(), "no user mallory: the login is refused");
+    // With a certificate, a password login still works too.
+    let creds = SecurityCredentials::new_plain("guest", "guest");
+    let (conn, _) = rs::connect_with(&amqps_args(&broker, with_cert(&pki, "mallory"), creds)).await;
+    round_trip(&conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_can_take_the_user_from_the_subject_alternative_name() {
+    let pki = Pki::new();
+    pki.client("bob", "not-the-user", Some("bob@example.com"));
+    let Some(broker) = tls_broker(pki.config(true, true, CertLogin::SanEmail)).await else {
+        return;
+    };
+    broker
+        .ctl_ok(None, &["add_user", "bob@example.com", "unused"])
+        .await;
+    broker
+        .ctl_ok(
+            Some("/"),
+            &["set_permissions", "bob@example.com", ".*", ".*", ".*"],
+        )
+        .await;
+    let args = amqps_args(
+        &broker,
+        with_cert(&pki, "bob"),
+        SecurityCredentials::new_external(),
+    );
+    let (conn, _) = rs::connect_with(&args).await;
+    round_trip(&conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_client_certificate_refuses_clients_without_one() {
+    let pki = Pki::new();
+    let Some(broker) = tls_broker(pki.config(true, true, CertLogin::CommonName)).await else {
+        return;
+    };
+    let creds = SecurityCredentials::new_plain("guest", "guest");
+    let refused = within(
+        "connect",
+        Connection::open(&amqps_args(&broker, without_cert(&pki), creds)),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "the TLS handshake fails without a client certificate"
+    );
+    let (conn, _) = rs::connect(&broker).await;
+    round_trip(&conn).await;
+}
+
+/// A socket that connects and sends nothing: `handshake_timeout` closes it, TLS or not.
+async fn closed_when_silent(addr: std::net::SocketAddr) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(STEP, s.read(&mut buf))
+        .await
+        .expect("closed before STEP");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a word: {read:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_handshake_timeout_on_both_listeners() {
+    let pki = Pki::new();
+    let Some(broker) = tls_broker(pki.config(false, false, CertLogin::CommonName)).await else {
+        return;
+    };
+    let amqps = broker.handle().amqps_addr().expect("amqps");
+    closed_when_silent(amqps).await;
+    closed_when_silent(broker.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_certificate_file_stops_the_start_with_its_name() {
+    let pki = Pki::new();
+    let mut tls = pki.config(false, false, CertLogin::CommonName);
+    tls.cert_file = Path::new("/nonexistent/server.pem").to_owned();
+    let mut config = tern_server::Config::for_tests();
+    config.tls = Some(tls);
+    let err = tern_server::start(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+}
