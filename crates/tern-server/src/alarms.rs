@@ -1,11 +1,14 @@
 //! Resource alarms, as RabbitMQ has them: when free disk space on the data directory's file
-//! system falls below `disk_free_limit_bytes`, publishing connections are blocked —
-//! `connection.blocked` to clients that take it, and their sockets are not read — until space
-//! returns, then `connection.unblocked`. Nothing already confirmed is touched, and nothing is
-//! half-written: a blocked connection simply stops being read between frames.
+//! system falls below `disk_free_limit_bytes`, or the node's resident memory rises above the
+//! memory high watermark, publishing connections are blocked — `connection.blocked` to clients
+//! that take it, and their sockets are not read — until the resource returns, then
+//! `connection.unblocked`. Nothing already confirmed is touched, and nothing is half-written: a
+//! blocked connection simply stops being read between frames.
 //!
-//! The monitor checks every `disk_check_interval`. The limit can be changed while running
-//! ([`Alarms::set_disk_free_limit`], what `rabbitmqctl set_disk_free_limit` does).
+//! The monitors check every `disk_check_interval` / `memory_check_interval`. The limits can be
+//! changed while running ([`Alarms::set_disk_free_limit`] and
+//! [`Alarms::set_memory_high_watermark`], what `rabbitmqctl set_disk_free_limit` and
+//! `set_vm_memory_high_watermark` do).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,19 +21,21 @@ use tokio::sync::watch;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AlarmState {
     pub disk: bool,
+    pub memory: bool,
 }
 
 impl AlarmState {
     pub fn any(self) -> bool {
-        self.disk
+        self.disk || self.memory
     }
 
     /// The reason `connection.blocked` carries (RabbitMQ's words).
     pub fn reason(self) -> &'static str {
-        if self.disk {
-            "low on disk"
-        } else {
-            ""
+        match (self.disk, self.memory) {
+            (true, true) => "low on disk & memory",
+            (true, false) => "low on disk",
+            (false, true) => "low on memory",
+            (false, false) => "",
         }
     }
 }
@@ -38,14 +43,47 @@ impl AlarmState {
 pub struct Alarms {
     state: watch::Sender<AlarmState>,
     disk_free_limit_bytes: AtomicU64,
+    memory_high_watermark_bytes: AtomicU64,
 }
 
 impl Alarms {
-    pub fn new(disk_free_limit_bytes: u64) -> Self {
+    pub fn new(disk_free_limit_bytes: u64, memory_high_watermark_bytes: u64) -> Self {
         Alarms {
             state: watch::Sender::new(AlarmState::default()),
             disk_free_limit_bytes: AtomicU64::new(disk_free_limit_bytes),
+            memory_high_watermark_bytes: AtomicU64::new(memory_high_watermark_bytes),
         }
+    }
+
+    pub fn set_memory_high_watermark(&self, bytes: u64) {
+        self.memory_high_watermark_bytes
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    /// Compare resident memory with the watermark; raise or clear the memory alarm.
+    pub fn check_memory(&self, used: u64) {
+        let limit = self.memory_high_watermark_bytes.load(Ordering::Relaxed);
+        let high = used > limit;
+        self.state.send_if_modified(|s| {
+            if s.memory == high {
+                return false;
+            }
+            s.memory = high;
+            if high {
+                tracing::warn!(
+                    used_bytes = used,
+                    watermark_bytes = limit,
+                    "memory alarm set: publishers are blocked"
+                );
+            } else {
+                tracing::info!(
+                    used_bytes = used,
+                    watermark_bytes = limit,
+                    "memory alarm cleared"
+                );
+            }
+            true
+        });
     }
 
     pub fn subscribe(&self) -> watch::Receiver<AlarmState> {
@@ -97,6 +135,48 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(blocks.saturating_mul(size))
 }
 
+/// The node's resident set size, from /proc/self/statm.
+pub fn resident_bytes() -> std::io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/self/statm"))?;
+    Ok(pages.saturating_mul(page_size()))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// The machine's physical memory, for a watermark given as a fraction of it.
+pub fn total_memory_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(page_size())
+}
+
+/// Check resident memory every `interval`, for as long as `alarms` lives.
+pub fn spawn_memory_monitor(alarms: &Arc<Alarms>, interval: Duration) {
+    let weak = Arc::downgrade(alarms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let Some(alarms) = weak.upgrade() else { return };
+            match resident_bytes() {
+                Ok(used) => alarms.check_memory(used),
+                Err(e) => tracing::warn!(error = %e, "cannot read resident memory"),
+            }
+        }
+    });
+}
+
 /// Check the data directory's free space every `interval`, for as long as `alarms` lives.
 pub fn spawn_disk_monitor(alarms: &Arc<Alarms>, data_dir: PathBuf, interval: Duration) {
     let weak = Arc::downgrade(alarms);
@@ -121,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_alarm_follows_free_space_against_the_limit() {
-        let alarms = Alarms::new(100);
+        let alarms = Alarms::new(100, u64::MAX);
         let mut rx = alarms.subscribe();
         alarms.check_disk(500);
         assert!(!rx.has_changed().unwrap());
@@ -130,7 +210,30 @@ mod tests {
         alarms.set_disk_free_limit(50);
         alarms.check_disk(99);
         assert!(!rx.borrow_and_update().disk);
-        assert_eq!(AlarmState { disk: true }.reason(), "low on disk");
+        let disk = AlarmState {
+            disk: true,
+            memory: false,
+        };
+        assert_eq!(disk.reason(), "low on disk");
+    }
+
+    #[test]
+    fn the_memory_alarm_follows_resident_memory_against_the_watermark() {
+        let alarms = Alarms::new(0, 1000);
+        let mut rx = alarms.subscribe();
+        alarms.check_memory(1000);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "at the watermark is not above it"
+        );
+        alarms.check_memory(1001);
+        assert!(rx.borrow_and_update().memory);
+        assert_eq!(rx.borrow().reason(), "low on memory");
+        alarms.set_memory_high_watermark(2000);
+        alarms.check_memory(1001);
+        assert!(!rx.borrow_and_update().memory);
+        let used = resident_bytes().expect("statm");
+        assert!(used > 0 && used < total_memory_bytes());
     }
 
     #[test]

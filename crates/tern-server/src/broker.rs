@@ -42,14 +42,38 @@ pub struct Broker {
     access_generation: AtomicU64,
     next_id: AtomicU64,
     pub connection_count: AtomicUsize,
+    /// Open connections per vhost, against `max_connections_per_vhost`.
+    vhost_connections: Mutex<HashMap<VhostName, usize>>,
     /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
     connections: Mutex<HashMap<ConnectionId, ConnSink>>,
     /// Direct reply-to consumers, by reply address.
     pub replies: ReplyRegistry,
-    /// Resource alarms (free disk space) that block publishers.
+    /// Resource alarms (free disk space, memory) that block publishers.
     pub alarms: Arc<Alarms>,
     /// Failed logins per source address.
     pub logins: LoginLimiter,
+}
+
+/// One connection's place in its vhost's count; gives it back when dropped.
+pub struct VhostSlot {
+    broker: Arc<Broker>,
+    vhost: VhostName,
+}
+
+impl Drop for VhostSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .broker
+            .vhost_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.vhost) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.vhost);
+            }
+        }
+    }
 }
 
 /// A read-only view a connection caches: the routing snapshot plus the generation it belongs to.
@@ -72,8 +96,14 @@ impl Broker {
             next_id: AtomicU64::new(1),
             connection_count: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
+            vhost_connections: Mutex::new(HashMap::new()),
             replies: ReplyRegistry::default(),
-            alarms: Arc::new(Alarms::new(config.disk_free_limit_bytes)),
+            alarms: Arc::new(Alarms::new(
+                config.disk_free_limit_bytes,
+                config
+                    .memory_high_watermark
+                    .bytes(crate::alarms::total_memory_bytes()),
+            )),
             logins: LoginLimiter::new(
                 config.login_failure_limit,
                 config.login_failure_window,
@@ -355,6 +385,24 @@ impl Broker {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// A place for one more connection in `vhost` (max_connections_per_vhost), held until
+    /// the returned slot is dropped.
+    pub fn admit_to_vhost(self: &Arc<Self>, vhost: &VhostName) -> Option<VhostSlot> {
+        let mut counts = self
+            .vhost_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(vhost.clone()).or_insert(0);
+        if *n >= self.config.max_connections_per_vhost {
+            return None;
+        }
+        *n += 1;
+        Some(VhostSlot {
+            broker: self.clone(),
+            vhost: vhost.clone(),
+        })
     }
 
     pub fn release_connection(&self) {

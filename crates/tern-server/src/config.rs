@@ -24,6 +24,9 @@ pub struct Config {
     pub pre_auth_frame_max_bytes: u32,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Most simultaneous connections to one vhost (RabbitMQ's vhost limit max-connections);
+    /// one more gets 530 at connection.open.
+    pub max_connections_per_vhost: usize,
     /// Largest message body accepted (RabbitMQ: 16 MiB by default); larger → 406.
     pub max_message_size_bytes: u64,
     /// Messages a queue actor's inbox holds before publishers wait (publisher backpressure).
@@ -49,6 +52,11 @@ pub struct Config {
     pub disk_free_limit_bytes: u64,
     /// How often free disk space is checked.
     pub disk_check_interval: Duration,
+    /// Resident memory above which publishers are blocked (RabbitMQ's
+    /// vm_memory_high_watermark: 0.4 of the machine's memory by default).
+    pub memory_high_watermark: MemoryWatermark,
+    /// How often resident memory is checked.
+    pub memory_check_interval: Duration,
     /// Consumers one channel may have.
     pub max_consumers_per_channel: usize,
     /// The user a fresh node creates, with every permission on `/` (RabbitMQ's default_user
@@ -81,6 +89,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             pre_auth_frame_max_bytes: 8192,
             max_connections: 65_536,
+            max_connections_per_vhost: usize::MAX,
             max_message_size_bytes: 16 * 1024 * 1024,
             queue_inbox_messages: 4096,
             queue_flow_backlog_messages: 8192,
@@ -91,6 +100,8 @@ impl Default for Config {
             direct_reply_backlog_bytes: 32 * 1024 * 1024,
             disk_free_limit_bytes: 50_000_000,
             disk_check_interval: Duration::from_secs(1),
+            memory_high_watermark: MemoryWatermark::Fraction(0.4),
+            memory_check_interval: Duration::from_millis(500),
             max_consumers_per_channel: 65_536,
             default_user: Some(("guest".into(), "guest".into())),
             loopback_users: vec!["guest".into()],
@@ -99,6 +110,23 @@ impl Default for Config {
             login_failure_addresses: 65_536,
             amqps_port: 5671,
             tls: None,
+        }
+    }
+}
+
+/// A memory limit as RabbitMQ states it: relative to the machine's memory, or absolute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MemoryWatermark {
+    Fraction(f64),
+    Bytes(u64),
+}
+
+impl MemoryWatermark {
+    /// The limit in bytes, given the machine's memory.
+    pub fn bytes(self, total_memory: u64) -> u64 {
+        match self {
+            MemoryWatermark::Fraction(f) => (total_memory as f64 * f.clamp(0.0, 1.0)) as u64,
+            MemoryWatermark::Bytes(b) => b,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! - `connection`: one client connection: handshake, frame reading, the channel state
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
-//! - `alarms`: the free-disk alarm that blocks publishers.
+//! - `alarms`: the free-disk and memory alarms that block publishers.
 //! - [`admin`]: rabbitmqctl's user, vhost and permission commands, on a local socket.
 //! - `auth`: SASL responses, password hashes (RabbitMQ's format), failed-login budgets.
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
@@ -109,6 +109,12 @@ impl ServerHandle {
         admin::execute(&self.broker, req).await
     }
 
+    /// Change the memory high watermark while running (`rabbitmqctl
+    /// set_vm_memory_high_watermark absolute N`); the next check applies it.
+    pub fn set_memory_high_watermark(&self, bytes: u64) {
+        self.broker.alarms.set_memory_high_watermark(bytes);
+    }
+
     /// Connections that finished the handshake and are still open.
     pub fn open_connections(&self) -> usize {
         self.broker.open_connections()
@@ -125,6 +131,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     let lock = tern_store::DirLock::acquire(&config.data_dir)?;
     let broker = Broker::new(config);
     broker.open().await?;
+    alarms::spawn_memory_monitor(&broker.alarms, broker.config.memory_check_interval);
     alarms::spawn_disk_monitor(
         &broker.alarms,
         broker.config.data_dir.clone(),

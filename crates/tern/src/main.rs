@@ -64,6 +64,10 @@ struct ServerArgs {
     /// default guest). `none` lets every user connect from anywhere.
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
+    /// Resident memory above which publishers are blocked: a fraction of RAM (0.4, as
+    /// RabbitMQ) or a number of bytes.
+    #[arg(long)]
+    vm_memory_high_watermark: Option<f64>,
     /// The amqps (TLS) port; the listener runs when --tls-cert and --tls-key are given.
     #[arg(long, default_value_t = 5671)]
     amqps_port: u16,
@@ -121,15 +125,14 @@ impl ServerArgs {
             config.max_connections = v;
         }
         config.amqps_port = self.amqps_port;
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            config.tls = Some(tern_server::tls::TlsConfig {
-                cert_file: cert.clone(),
-                key_file: key.clone(),
-                ca_file: self.tls_ca.clone(),
-                require_client_cert: self.tls_require_client_cert,
-                cert_login: self.tls_cert_login.into(),
-            });
+        if let Some(w) = self.vm_memory_high_watermark {
+            config.memory_high_watermark = if w <= 1.0 {
+                tern_server::config::MemoryWatermark::Fraction(w)
+            } else {
+                tern_server::config::MemoryWatermark::Bytes(w as u64)
+            };
         }
+        config.tls = self.tls();
         if let Some(users) = &self.loopback_users {
             config.loopback_users = users
                 .iter()
@@ -138,6 +141,17 @@ impl ServerArgs {
                 .collect();
         }
         config
+    }
+
+    fn tls(&self) -> Option<tern_server::tls::TlsConfig> {
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        Some(tern_server::tls::TlsConfig {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            ca_file: self.tls_ca.clone(),
+            require_client_cert: self.tls_require_client_cert,
+            cert_login: self.tls_cert_login.into(),
+        })
     }
 }
 

@@ -555,8 +555,9 @@ impl Connection {
             ));
         }
         if channel.consumer_tags.len() >= max {
-            let text = format!("reached the maximum number of consumers per channel ({max})");
-            return Err(err(ReplyCode::ResourceError, text, 60, 20));
+            // RabbitMQ's consumer_max_per_channel: a connection error.
+            let text = format!("reached maximum ({max}) of consumers per channel");
+            return Err(err(ReplyCode::NotAllowed, text, 60, 20));
         }
         let spec = ConsumerSpec {
             id,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ClientCaps, ClientStream, ConnError};
 use crate::auth;
-use crate::broker::Broker;
+use crate::broker::{Broker, VhostSlot};
 use crate::config::Config;
 
 /// What the handshake settled.
@@ -31,13 +31,15 @@ pub struct Negotiated {
     pub user: UserName,
     /// The user's permissions in the vhost, as of the open.
     pub access: VhostAccess,
+    /// The connection's place in the vhost's connection count.
+    pub vhost_slot: VhostSlot,
     pub caps: ClientCaps,
 }
 
 pub struct Handshake<'a, S> {
     pub stream: &'a mut S,
     pub buf: &'a mut BytesMut,
-    pub broker: &'a Broker,
+    pub broker: &'a std::sync::Arc<Broker>,
     pub peer: SocketAddr,
     /// From the client's TLS certificate: offered as SASL EXTERNAL.
     pub cert_user: Option<String>,
@@ -76,7 +78,7 @@ impl<S: ClientStream> Handshake<'_, S> {
             Method::ConnectionOpen(m) => m,
             other => return Err(unexpected(&other)),
         };
-        let access = self.open_vhost(&open.virtual_host, &user)?;
+        let (access, vhost_slot) = self.open_vhost(&open.virtual_host, &user)?;
         self.send(&Method::ConnectionOpenOk(ConnectionOpenOk {}))
             .await?;
         Ok(Negotiated {
@@ -86,17 +88,28 @@ impl<S: ClientStream> Handshake<'_, S> {
             vhost: open.virtual_host,
             user,
             access,
+            vhost_slot,
             caps,
         })
     }
 
-    /// 530 for a vhost that does not exist or that the user has no permissions in.
-    fn open_vhost(&self, vhost: &ShortStr, user: &UserName) -> Result<VhostAccess, ConnError> {
+    /// 530 for a vhost that does not exist, that the user has no permissions in, or that is
+    /// at its connection limit.
+    fn open_vhost(
+        &self,
+        vhost: &ShortStr,
+        user: &UserName,
+    ) -> Result<(VhostAccess, VhostSlot), ConnError> {
         let name = VhostName::from(vhost.clone());
         let text = if !self.broker.vhost_exists(&name) {
             format!("vhost '{vhost}' not found")
         } else if let Some(access) = self.broker.vhost_access(&name, user) {
-            return Ok(access);
+            if let Some(slot) = self.broker.admit_to_vhost(&name) {
+                return Ok((access, slot));
+            }
+            let limit = self.config().max_connections_per_vhost;
+            tracing::warn!(peer = %self.peer, %user, %vhost, limit, "connection refused: max_connections_per_vhost reached");
+            format!("access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached")
         } else {
             tracing::warn!(peer = %self.peer, %user, %vhost, "vhost access refused");
             format!("access to vhost '{vhost}' refused for user '{user}'")

@@ -108,6 +108,8 @@ pub struct Connection {
     vhost: VhostName,
     /// The authenticated user and its permissions in `vhost`.
     authz: authz::Authz,
+    /// Counted against max_connections_per_vhost while the connection lives.
+    _vhost_slot: crate::broker::VhostSlot,
     frame_max: u32,
     channel_max: u16,
     caps: ClientCaps,
@@ -198,6 +200,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
         peer,
         vhost: VhostName::from(negotiated.vhost),
         authz: authz::Authz::new(negotiated.access, access_generation),
+        _vhost_slot: negotiated.vhost_slot,
         frame_max: negotiated.frame_max,
         channel_max: negotiated.channel_max,
         caps: negotiated.caps,

@@ -1,5 +1,6 @@
-//! The disk alarm: below the free-space limit, connections that publish are blocked
-//! (connection.blocked, their sockets not read) until space returns; others go on.
+//! The disk and memory alarms: below the free-space limit, or above the memory high
+//! watermark, connections that publish are blocked (connection.blocked, their sockets not
+//! read) until the resource returns; others go on.
 
 mod common;
 
@@ -15,7 +16,26 @@ async fn publishers_are_blocked_while_disk_is_low_and_unblocked_when_it_is_not()
         c.disk_free_limit_bytes = u64::MAX; // no disk has that much free: the alarm is on
         c.disk_check_interval = Duration::from_millis(20);
     };
-    let Some(broker) = TestBroker::start_with(low_disk).await else {
+    let clear = |h: &tern_server::ServerHandle| h.set_disk_free_limit(0);
+    blocked_until_cleared(low_disk, "low on disk", clear).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_are_blocked_above_the_memory_high_watermark() {
+    let high_memory = |c: &mut tern_server::Config| {
+        c.memory_high_watermark = tern_server::config::MemoryWatermark::Bytes(1);
+        c.memory_check_interval = Duration::from_millis(20);
+    };
+    let clear = |h: &tern_server::ServerHandle| h.set_memory_high_watermark(u64::MAX);
+    blocked_until_cleared(high_memory, "low on memory", clear).await;
+}
+
+async fn blocked_until_cleared(
+    alarmed: impl FnOnce(&mut tern_server::Config),
+    reason: &str,
+    clear: impl FnOnce(&tern_server::ServerHandle),
+) {
+    let Some(broker) = TestBroker::start_with(alarmed).await else {
         return;
     };
     let q = unique("alarmed");
@@ -30,7 +50,7 @@ async fn publishers_are_blocked_while_disk_is_low_and_unblocked_when_it_is_not()
         .await
         .unwrap();
     let blocked = publisher.expect_method(10, 60).await;
-    assert_eq!(blocked.args().shortstr().as_deref(), Some("low on disk"));
+    assert_eq!(blocked.args().shortstr().as_deref(), Some(reason));
     // Blocked: what it sends now is not read, so it cannot reach the queue.
     publisher
         .send(&raw::publish_frames(1, "", &q, b"second"))
@@ -45,7 +65,7 @@ async fn publishers_are_blocked_while_disk_is_low_and_unblocked_when_it_is_not()
         "the blocked publish stayed unread"
     );
 
-    broker.handle().set_disk_free_limit(0);
+    clear(broker.handle());
     publisher.expect_method(10, 61).await;
     common::eventually("the second publish to be read", || async {
         lp::message_count(&och, &q).await == 2
