@@ -14,6 +14,7 @@
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
 //!   queue.
 //! - [`tls`]: the amqps listener's rustls configuration and certificate user names.
+//! - `harness`: a broker without a listener, to drive a connection from raw bytes (fuzzing).
 //! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
@@ -26,6 +27,8 @@ mod broker;
 pub mod config;
 mod connection;
 mod direct_reply;
+#[doc(hidden)]
+pub mod harness;
 mod listener;
 mod queue_actor;
 mod sink;

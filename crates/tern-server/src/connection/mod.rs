@@ -163,6 +163,15 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// An in-memory pipe (the fuzzing harness and tests).
+impl ClientStream for tokio::io::DuplexStream {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// Where a connection came from and what it brought before AMQP started.
 pub struct Accepted {
     pub peer: SocketAddr,
