@@ -58,7 +58,7 @@ async fn past_max_connections_per_vhost_connection_open_gets_530() {
     let refused = try_connect(&broker.uri).await.err().flatten();
     let text = "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (2) is reached";
     assert_eq!(refused, Some((530, text.to_string())));
-    try_connect(&broker.uri_with_vhost("other"))
+    let _other = try_connect(&broker.uri_with_vhost("other"))
         .await
         .expect("another vhost has its own count");
     within("close", first.close(200, "bye"))

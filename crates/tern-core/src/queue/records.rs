@@ -13,6 +13,12 @@
 //! message), never the messages: an enqueue of a persistent message makes it live, a removal
 //! ends it, a delivery marks it (it comes back redelivered, as RabbitMQ's are after a restart).
 //! The messages themselves are read back later, in order, as the queue has room for them.
+//!
+//! Compaction: the few live messages of a mostly-acknowledged old segment are written again,
+//! flagged *moved*, into the active segment, and the old segment goes once they are on disk.
+//! A moved copy keeps its id; from then on its fates go to its new segment's acknowledgement
+//! file. Recovery takes the copy in the latest segment as the message (an original still on
+//! disk after a crash is passed over), and reads it back where the copy stands in the log.
 
 use std::collections::BTreeMap;
 
@@ -45,12 +51,26 @@ pub enum QueueRecord {
     Removed(Vec<MsgId>),
 }
 
+const PERSISTENT: u8 = 1;
+const PAGED: u8 = 2;
+const MOVED: u8 = 4;
+
 /// `paged`: the message went to disk instead of memory, and is to be read back from here.
 pub fn encode_enqueue(id: MsgId, m: &Message, paged: bool, out: &mut Vec<u8>) {
+    let flags = (u8::from(m.is_persistent()) * PERSISTENT) | (u8::from(paged) * PAGED);
+    encode_with_flags(id, m, flags, out);
+}
+
+/// A live persistent message written again by compaction (see the module docs).
+pub fn encode_moved(id: MsgId, m: &Message, out: &mut Vec<u8>) {
+    encode_with_flags(id, m, PERSISTENT | MOVED, out);
+}
+
+fn encode_with_flags(id: MsgId, m: &Message, flags: u8, out: &mut Vec<u8>) {
     out.reserve(32 + m.exchange.len() + m.routing_key.len() + m.size_bytes());
     out.put_u8(tag::ENQUEUE);
     out.put_u64(id.0);
-    out.put_u8(u8::from(m.is_persistent()) | u8::from(paged) << 1);
+    out.put_u8(flags);
     put_str(out, &m.exchange);
     put_str(out, &m.routing_key);
     put_bytes(out, &m.raw_properties);
@@ -193,6 +213,8 @@ pub enum Peek {
         id: MsgId,
         persistent: bool,
         paged: bool,
+        /// A copy written by compaction.
+        moved: bool,
     },
     Delivered(Vec<MsgId>),
     Removed(Vec<MsgId>),
@@ -206,8 +228,9 @@ pub fn peek(bytes: &[u8]) -> Result<Peek, RecordError> {
             let flags = get_u8(&mut b)?;
             Ok(Peek::Enqueue {
                 id,
-                persistent: flags & 1 != 0,
-                paged: flags & 2 != 0,
+                persistent: flags & PERSISTENT != 0,
+                paged: flags & PAGED != 0,
+                moved: flags & MOVED != 0,
             })
         }
         tag::DELIVERED => Ok(Peek::Delivered(get_ranges(&mut Bytes::copy_from_slice(
@@ -286,6 +309,17 @@ pub struct Index {
     /// First id of each segment -> segment.
     first_ids: BTreeMap<u64, u64>,
     max_id: MsgId,
+    /// Messages compaction moved: their latest copy, and its fates.
+    moved: BTreeMap<MsgId, Moved>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    segment: u64,
+    removed: bool,
+    delivered: bool,
+    /// Read back already (see [`Index::take`]).
+    loaded: bool,
 }
 
 #[derive(Debug)]
@@ -296,6 +330,18 @@ struct SegmentIndex {
 }
 
 impl Index {
+    /// A moved copy (compaction) found in `segment`; a later one replaces an earlier.
+    pub fn moved(&mut self, segment: u64, id: MsgId) {
+        self.max_id = self.max_id.max(id);
+        let fresh = Moved {
+            segment,
+            removed: false,
+            delivered: false,
+            loaded: false,
+        };
+        self.moved.insert(id, fresh);
+    }
+
     /// An enqueue record found in `segment`.
     pub fn enqueued(&mut self, segment: u64, id: MsgId, persistent: bool) {
         self.max_id = self.max_id.max(id);
@@ -312,15 +358,30 @@ impl Index {
         }
     }
 
-    /// A record of `segment`'s acknowledgement file (its messages' fates).
+    /// A record of `segment`'s acknowledgement file (its messages' fates). Read them after
+    /// every enqueue: a moved message takes only the fates of its latest copy's segment.
     pub fn fate(&mut self, segment: u64, record: Peek) {
-        let Some(entry) = self.segments.get_mut(&segment) else {
-            return;
+        let (ids, removed) = match record {
+            Peek::Delivered(ids) => (ids, false),
+            Peek::Removed(ids) => (ids, true),
+            Peek::Enqueue { .. } => return,
         };
-        match record {
-            Peek::Delivered(ids) => ids.into_iter().for_each(|id| entry.delivered.insert(id)),
-            Peek::Removed(ids) => ids.into_iter().for_each(|id| entry.removed.insert(id)),
-            Peek::Enqueue { .. } => {}
+        for id in ids {
+            if let Some(m) = self.moved.get_mut(&id) {
+                if m.segment == segment {
+                    m.removed |= removed;
+                    m.delivered |= !removed;
+                }
+                continue;
+            }
+            let Some(entry) = self.segments.get_mut(&segment) else {
+                continue;
+            };
+            if removed {
+                entry.removed.insert(id);
+            } else {
+                entry.delivered.insert(id);
+            }
         }
     }
 
@@ -331,23 +392,55 @@ impl Index {
 
     /// A persistent message enqueued and not removed.
     pub fn is_live(&self, id: MsgId) -> bool {
+        if let Some(m) = self.moved.get(&id) {
+            return !m.removed;
+        }
         self.of(id)
             .is_some_and(|s| s.enqueued.contains(id) && !s.removed.contains(id))
     }
 
     pub fn was_delivered(&self, id: MsgId) -> bool {
+        if let Some(m) = self.moved.get(&id) {
+            return m.delivered;
+        }
         self.of(id).is_some_and(|s| s.delivered.contains(id))
     }
 
-    /// (segment, id) of every live message, in id order.
+    /// Whether the enqueue of `id` read back from `segment` is the live message, not read back
+    /// before (`last_loaded`: the highest id read back in log order; moved copies stand out of
+    /// that order and are tracked here). Marks a moved one as read.
+    pub fn take(&mut self, segment: u64, id: MsgId, last_loaded: MsgId) -> bool {
+        if let Some(m) = self.moved.get_mut(&id) {
+            let take = m.segment == segment && !m.removed && !m.loaded;
+            m.loaded |= take;
+            return take;
+        }
+        id > last_loaded && self.is_live(id)
+    }
+
+    /// (segment, id) of every live message: in id order, then the moved ones.
     pub fn live(&self) -> impl Iterator<Item = (u64, MsgId)> + '_ {
-        self.first_ids.values().flat_map(move |segment| {
+        let moved = &self.moved;
+        let normal = self.first_ids.values().flat_map(move |segment| {
             let s = &self.segments[segment];
             s.enqueued
                 .iter()
-                .filter(|id| !s.removed.contains(*id))
+                .filter(|id| !s.removed.contains(*id) && !moved.contains_key(id))
                 .map(move |id| (*segment, id))
-        })
+        });
+        let moved = moved
+            .iter()
+            .filter(|(_, m)| !m.removed)
+            .map(|(id, m)| (m.segment, *id));
+        normal.chain(moved)
+    }
+
+    /// The segment each live moved message's latest copy is in.
+    pub fn moved_segments(&self) -> impl Iterator<Item = (MsgId, u64)> + '_ {
+        self.moved
+            .iter()
+            .filter(|(_, m)| !m.removed)
+            .map(|(id, m)| (*id, m.segment))
     }
 
     /// The highest id any enqueue named: new messages are numbered after it.

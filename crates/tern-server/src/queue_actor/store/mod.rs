@@ -23,7 +23,8 @@
 //! So space comes back segment by segment in any order: a sealed segment goes, with its
 //! acknowledgement file, once none of its messages is still needed (paged and not read back, or
 //! persistent and not removed). A message left unacknowledged for a long time holds its own
-//! segment (at most 64 MiB), not the ones after it.
+//! segment (at most 64 MiB), not the ones after it, and compaction (`compact`) moves a few
+//! such messages out of an old segment so that it can go too.
 //!
 //! Each durable queue's directory is `queues/<128-bit hash of vhost and name>/` with a `NAME`
 //! file holding the vhost and name (queue names may hold any byte, file names may not); paging
@@ -42,6 +43,7 @@ use tern_store::{LogOptions, PendingSync, Position, SegmentLog, StoreError, Vfs}
 
 use crate::sink::{ConnEvent, ConnSink};
 
+mod compact;
 #[cfg(test)]
 mod tests;
 
@@ -114,6 +116,13 @@ pub struct QueueStore {
     fate_buf: BTreeMap<u64, Vec<u8>>,
     /// What recovery found (ids up to its max_id are live only if it says so).
     index: Index,
+    /// Messages compaction moved out of the segment their id falls in: id -> segment.
+    moved: BTreeMap<u64, u64>,
+    /// Segments compacted, each deleted once the sync covering its moved copies (the
+    /// `appended` count after them) is done.
+    compacted: Vec<(u64, u64)>,
+    /// Segments moved copies were written to since the last compaction ended.
+    copied_to: std::collections::BTreeSet<u64>,
 }
 
 /// FNV-1a 64 under two offset bases: 128 bits, stable across builds and platforms.
@@ -187,6 +196,9 @@ impl QueueStore {
             log_options(max_segment_bytes),
             |pos, data| {
                 match records::peek(data) {
+                    Ok(Peek::Enqueue {
+                        id, moved: true, ..
+                    }) => index.moved(pos.segment, id),
                     Ok(Peek::Enqueue { id, persistent, .. }) => {
                         if first_ids.values().next_back() != Some(&pos.segment) {
                             first_ids.insert(id.0, pos.segment);
@@ -213,6 +225,11 @@ impl QueueStore {
         }
         let mut store = Self::new(vfs, dir, log, true, index);
         store.first_ids = first_ids;
+        store.moved = store
+            .index
+            .moved_segments()
+            .map(|(id, s)| (id.0, s))
+            .collect();
         for (segment, _) in store.index.live().collect::<Vec<_>>() {
             store.held.entry(segment).or_default().paged += 1;
             store.paged += 1;
@@ -221,6 +238,11 @@ impl QueueStore {
             segment: 0,
             offset: 0,
         };
+        if store.moved.values().next().is_some() {
+            // Moved copies may be only in the page cache (a process crash): make them durable
+            // before reclaim deletes the originals they stand for.
+            store.log.sync()?;
+        }
         store.reclaim()?;
         let recovered = Recovered {
             messages: store.paged,
@@ -276,6 +298,9 @@ impl QueueStore {
             fates: BTreeMap::new(),
             fate_buf: BTreeMap::new(),
             index,
+            moved: BTreeMap::new(),
+            compacted: Vec::new(),
+            copied_to: Default::default(),
         }
     }
 
@@ -318,18 +343,13 @@ impl QueueStore {
                 id,
                 persistent,
                 paged,
+                ..
             }) = records::peek(&data)
             else {
                 continue;
             };
             let recovered = id <= self.index.max_id();
-            let wanted = id > self.last_loaded
-                && if recovered {
-                    self.index.is_live(id)
-                } else {
-                    paged
-                };
-            if !wanted {
+            if !self.wanted(pos.segment, id, paged) {
                 continue;
             }
             let record = records::decode(Bytes::from(data)).map_err(|e| StoreError::Corrupt {
@@ -340,7 +360,7 @@ impl QueueStore {
             let records::QueueRecord::Enqueue { message, .. } = record else {
                 continue;
             };
-            self.last_loaded = id;
+            self.last_loaded = self.last_loaded.max(id);
             self.paged -= 1;
             let held = self.held.entry(pos.segment).or_default();
             held.paged = held.paged.saturating_sub(1);
@@ -363,26 +383,30 @@ impl QueueStore {
         Ok(out)
     }
 
+    /// Whether the enqueue of `id` read at `segment` is a paged message still to read back:
+    /// a recovered one the index says is live (and this its copy), or a paged one appended
+    /// since, in log order.
+    fn wanted(&mut self, segment: u64, id: MsgId, paged: bool) -> bool {
+        if id <= self.index.max_id() {
+            self.index.take(segment, id, self.last_loaded)
+        } else {
+            paged && id > self.last_loaded
+        }
+    }
+
     /// queue.purge took every paged message: a durable store writes their removal.
     pub fn purge_paged(&mut self) -> Result<(), StoreError> {
         let mut ids = Vec::new();
         let mut at = self.cursor;
         while self.paged > 0 {
-            let Some((_, data, next)) = self.log.read_next(at)? else {
+            let Some((pos, data, next)) = self.log.read_next(at)? else {
                 break;
             };
             at = next;
             if let Ok(Peek::Enqueue { id, paged, .. }) = records::peek(&data) {
-                let recovered = id <= self.index.max_id();
-                if id > self.last_loaded
-                    && (if recovered {
-                        self.index.is_live(id)
-                    } else {
-                        paged
-                    })
-                {
+                if self.wanted(pos.segment, id, paged) {
                     ids.push(QueueEvent::Removed(id));
-                    self.last_loaded = id;
+                    self.last_loaded = self.last_loaded.max(id);
                 }
             }
         }
@@ -415,7 +439,7 @@ impl QueueStore {
         if freed {
             self.reclaim()?;
         }
-        Ok(())
+        self.maybe_compact()
     }
 
     /// Frame `events` into the buffers of the segments their messages were enqueued in.
@@ -466,6 +490,9 @@ impl QueueStore {
     }
 
     fn segment_of(&self, id: MsgId) -> Option<u64> {
+        if let Some(s) = self.moved.get(&id.0) {
+            return Some(*s);
+        }
         self.first_ids.range(..=id.0).next_back().map(|(_, s)| *s)
     }
 
@@ -483,6 +510,7 @@ impl QueueStore {
             self.log.remove_segment(segment)?;
             self.held.remove(&segment);
             self.first_ids.retain(|_, s| *s != segment);
+            self.moved.retain(|_, s| *s != segment);
             self.fates.remove(&segment);
             self.fate_buf.remove(&segment);
             let path = fate_path(&self.dir, segment);
@@ -523,6 +551,7 @@ impl QueueStore {
         let Some(pending) = self.log.begin_sync()? else {
             self.synced = upto;
             self.release();
+            self.finish_compactions()?;
             return Ok(None);
         };
         self.in_flight = Some(upto);
@@ -540,7 +569,7 @@ impl QueueStore {
         self.log.finish_sync(pending, result)?;
         self.synced = self.synced.max(upto);
         self.release();
-        Ok(())
+        self.finish_compactions()
     }
 
     fn release(&mut self) {
@@ -575,6 +604,7 @@ impl QueueStore {
             self.log.sync()?;
             self.synced = self.appended;
             self.release();
+            self.finish_compactions()?;
         }
         Ok(())
     }
