@@ -1,5 +1,6 @@
 //! Compaction: a sealed segment two or more behind the active one, with nothing paged left in
-//! it and at most [`COMPACT_LIVE_MAX`] live messages, has those messages written again
+//! it and at most [`COMPACT_LIVE_MAX`] live messages since before the active segment last
+//! changed (so not one a consumer is draining right now), has those messages written again
 //! (flagged moved, with their ids and delivered marks) at the end of the log; the segment is
 //! deleted once the fsync covering the copies is done. Until then it stays, so a crash at any
 //! point leaves every message on disk at least once (recovery takes the latest copy: see
@@ -20,7 +21,9 @@ use super::{fate_path, read_fates, QueueStore};
 pub const COMPACT_LIVE_MAX: u64 = 64;
 
 impl QueueStore {
-    /// Compact the segments that qualify (see the module docs).
+    /// Compact the segments that qualify (see the module docs). Called as acknowledgements
+    /// come in; the scan of a segment (at most 64 MiB, mostly from the page cache) runs on the
+    /// queue's task, once per stuck segment.
     pub(super) fn maybe_compact(&mut self) -> Result<(), StoreError> {
         if !self.durable {
             return Ok(());
@@ -31,6 +34,7 @@ impl QueueStore {
             .iter()
             .filter(|(s, h)| {
                 **s + 2 <= active
+                    && h.low_since.is_some_and(|low| low < active)
                     && h.paged == 0
                     && (1..=COMPACT_LIVE_MAX).contains(&h.live)
                     && !self.compacted.iter().any(|(c, _)| c == *s)

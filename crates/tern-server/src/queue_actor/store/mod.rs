@@ -73,6 +73,9 @@ struct Held {
     paged: u64,
     /// Persistent messages read back (or never paged) and not yet removed.
     live: u64,
+    /// The active segment when `live` first fell to compaction's threshold: compaction waits
+    /// until the log has moved on past it, so a segment being drained in order is not copied.
+    low_since: Option<u64>,
 }
 
 /// A message read back from the store.
@@ -430,9 +433,13 @@ impl QueueStore {
         for e in events {
             if let QueueEvent::Removed(id) = e {
                 if let Some(segment) = self.segment_of(*id) {
+                    let active = self.log.active_segment();
                     let held = self.held.entry(segment).or_default();
                     held.live = held.live.saturating_sub(1);
                     freed |= held.live == 0 && held.paged == 0;
+                    if held.live <= compact::COMPACT_LIVE_MAX && held.low_since.is_none() {
+                        held.low_since = Some(active);
+                    }
                 }
             }
         }
