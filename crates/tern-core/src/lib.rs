@@ -3,7 +3,8 @@
 //! - [`names`]: newtypes for vhost, exchange and queue names and for connection / channel /
 //!   consumer identities.
 //! - [`message`]: a published message as queues hold it (shared, never copied per queue).
-//! - [`meta`]: the metadata state machine: vhosts, exchanges, queues, bindings.
+//! - [`meta`]: the metadata state machine: vhosts, exchanges, queues, bindings, users and
+//!   permissions (`meta::access`).
 //!   `Metadata::apply(command) -> outcome` is the one path every definition change takes.
 //! - [`routing`]: the immutable routing snapshot the metadata produces, and the matchers behind it
 //!   (direct, fanout, topic trie, headers, consistent hash), exchange-to-exchange bindings and
