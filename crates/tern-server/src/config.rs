@@ -71,6 +71,10 @@ pub struct Config {
     pub login_failure_window: Duration,
     /// Source addresses whose failures are tracked at once.
     pub login_failure_addresses: usize,
+    /// The management HTTP API's port (RabbitMQ: 15672); 0 picks a free one.
+    pub management_port: u16,
+    /// Largest request body the management API takes (RabbitMQ: 20 MiB).
+    pub management_max_body_bytes: usize,
     /// The amqps (TLS) listener's port; 0 picks a free one. Only used with `tls`.
     pub amqps_port: u16,
     /// TLS for the amqps listener; None: no amqps listener.
@@ -108,6 +112,8 @@ impl Default for Config {
             login_failure_limit: 10,
             login_failure_window: Duration::from_secs(60),
             login_failure_addresses: 65_536,
+            management_port: 15672,
+            management_max_body_bytes: 20 * 1024 * 1024,
             amqps_port: 5671,
             tls: None,
         }
@@ -143,6 +149,7 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             amqp_port: 0,
             amqps_port: 0,
+            management_port: 0,
             data_dir: dir,
             ..Config::default()
         }

@@ -15,6 +15,7 @@
 //!   queue.
 //! - [`tls`]: the amqps listener's rustls configuration and certificate user names.
 //! - `harness`: a broker without a listener, to drive a connection from raw bytes (fuzzing).
+//! - `management`: the HTTP API, RabbitMQ's paths and fields (users, vhosts, permissions, health).
 //! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
@@ -30,6 +31,7 @@ mod direct_reply;
 #[doc(hidden)]
 pub mod harness;
 mod listener;
+mod management;
 mod queue_actor;
 mod sink;
 pub mod tls;
@@ -50,6 +52,7 @@ use crate::broker::Broker;
 pub struct ServerHandle {
     amqp_addr: SocketAddr,
     amqps_addr: Option<SocketAddr>,
+    management_addr: SocketAddr,
     broker: Arc<Broker>,
     stop: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -74,6 +77,11 @@ impl ServerHandle {
     /// The address the AMQP listener is bound to (useful with port 0).
     pub fn amqp_addr(&self) -> SocketAddr {
         self.amqp_addr
+    }
+
+    /// The management HTTP API's address.
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management_addr
     }
 
     /// The amqps (TLS) listener's address, when TLS is configured.
@@ -150,6 +158,8 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         let path = admin::socket::path(&broker.config.data_dir);
         tracing::warn!(path = %path.display(), error = %e, "no admin socket: tern ctl cannot reach this node");
     }
+    let management_addr = management::spawn(broker.clone(), stopped.clone()).await?;
+    tracing::info!(%management_addr, "management API listening");
     let mut accept_tasks = Vec::new();
     let mut amqps_addr = None;
     if let Some(acceptor) = tls {
@@ -171,6 +181,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     Ok(ServerHandle {
         amqp_addr,
         amqps_addr,
+        management_addr,
         broker,
         stop,
         accept_tasks,

@@ -64,6 +64,9 @@ struct ServerArgs {
     /// default guest). `none` lets every user connect from anywhere.
     #[arg(long, value_delimiter = ',')]
     loopback_users: Option<Vec<String>>,
+    /// The management HTTP API's port (0: any free one).
+    #[arg(long, default_value_t = 15672)]
+    management_port: u16,
     /// Resident memory above which publishers are blocked: a fraction of RAM (0.4, as
     /// RabbitMQ) or a number of bytes.
     #[arg(long)]
@@ -125,6 +128,7 @@ impl ServerArgs {
             config.max_connections = v;
         }
         config.amqps_port = self.amqps_port;
+        config.management_port = self.management_port;
         if let Some(w) = self.vm_memory_high_watermark {
             config.memory_high_watermark = if w <= 1.0 {
                 tern_server::config::MemoryWatermark::Fraction(w)

@@ -25,6 +25,8 @@ impl Server {
                 "127.0.0.1",
                 "--amqp-port",
                 &port.to_string(),
+                "--management-port",
+                "0",
             ])
             .arg("--data-dir")
             .arg(data_dir)

@@ -1,0 +1,287 @@
+//! `/api/whoami`, `/api/users`, `/api/vhosts`, `/api/permissions`: RabbitMQ's JSON, changes
+//! through the metadata log like every definition.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine;
+use serde_json::{json, Value};
+use tern_amqp::ShortStr;
+use tern_core::meta::access::{AccessCommand, HashAlgorithm, PasswordHash, UserDef};
+use tern_core::meta::{MetaCommand, MetaOutcome};
+use tern_core::names::{UserName, VhostName};
+
+use super::auth::Caller;
+use super::{ApiError, ApiResult};
+use crate::auth::hash_password;
+use crate::broker::Broker;
+
+type Shared = State<Arc<Broker>>;
+
+async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
+    broker.apply(cmd).await.map_err(|e| match e.code {
+        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
+        _ => ApiError::bad_request(e.message),
+    })
+}
+
+pub async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({"name": caller.name, "tags": caller.tags}))
+}
+
+fn user_json(u: &UserDef) -> Value {
+    let (hash, algorithm) = match &u.password {
+        Some(p) => (
+            base64::engine::general_purpose::STANDARD.encode(&p.salted),
+            p.algorithm.rabbit_name(),
+        ),
+        None => (String::new(), HashAlgorithm::Sha256.rabbit_name()),
+    };
+    let tags: Vec<&str> = u.tags.iter().map(|t| t.as_str()).collect();
+    json!({"name": u.name.as_str(), "password_hash": hash, "hashing_algorithm": algorithm,
+           "tags": tags, "limits": {}})
+}
+
+pub async fn list_users(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let users = b.with_meta(|m| m.access().users().map(user_json).collect::<Vec<_>>());
+    Ok(Json(Value::Array(users)))
+}
+
+pub async fn get_user(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    b.with_meta(|m| m.access().user(&name).map(user_json))
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `tags` as RabbitMQ takes it: a comma-separated string or a list.
+fn tags_of(body: &Value) -> Vec<ShortStr> {
+    let words: Vec<String> = match body.get("tags") {
+        Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_string()).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| ShortStr::from(w.as_str()))
+        .collect()
+}
+
+/// `password` (hashed here) or `password_hash` + `hashing_algorithm` (imported as is).
+fn password_of(body: &Value) -> ApiResult<Option<PasswordHash>> {
+    if let Some(p) = body.get("password").and_then(Value::as_str) {
+        return hash_password(p)
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("no randomness"));
+    }
+    let Some(hash) = body.get("password_hash").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let name = body
+        .get("hashing_algorithm")
+        .and_then(Value::as_str)
+        .unwrap_or("rabbit_password_hashing_sha256");
+    let algorithm = HashAlgorithm::from_rabbit_name(name)
+        .ok_or_else(|| ApiError::bad_request(format!("unsupported hashing algorithm {name}")))?;
+    let salted = base64::engine::general_purpose::STANDARD
+        .decode(hash)
+        .map_err(|_| ApiError::bad_request("password_hash is not base64"))?;
+    Ok(Some(PasswordHash {
+        algorithm,
+        salted: salted.into(),
+    }))
+}
+
+pub async fn put_user(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let (password, tags) = (password_of(&body)?, tags_of(&body));
+    let user = UserName::from(name.as_str());
+    if b.with_meta(|m| m.access().user(&name).is_none()) {
+        let def = UserDef {
+            name: user,
+            password,
+            tags,
+        };
+        apply(
+            &b,
+            MetaCommand::Access(AccessCommand::AddUser { user: def }),
+        )
+        .await?;
+        return Ok(StatusCode::CREATED);
+    }
+    if password.is_some() || body.get("password_hash").is_some() {
+        let cmd = AccessCommand::SetPassword {
+            name: user.clone(),
+            password,
+        };
+        apply(&b, MetaCommand::Access(cmd)).await?;
+    }
+    apply(
+        &b,
+        MetaCommand::Access(AccessCommand::SetTags { name: user, tags }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete_user(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let cmd = AccessCommand::DeleteUser {
+        name: name.as_str().into(),
+    };
+    apply(&b, MetaCommand::Access(cmd)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn vhost_json(name: &VhostName) -> Value {
+    json!({"name": name.as_str(), "description": "", "tags": [], "tracing": false,
+           "default_queue_type": "classic", "metadata": {"description": "", "tags": []}})
+}
+
+pub async fn list_vhosts(caller: Caller, State(b): Shared) -> Json<Value> {
+    let names: Vec<VhostName> = b.with_meta(|m| m.vhosts().cloned().collect());
+    let seen = names
+        .iter()
+        .filter(|v| caller.may_see(&b, v))
+        .map(vhost_json)
+        .collect();
+    Json(Value::Array(seen))
+}
+
+pub async fn get_vhost(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let vhost = VhostName::from(name.as_str());
+    if !b.vhost_exists(&vhost) || !caller.may_see(&b, &vhost) {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(vhost_json(&vhost)))
+}
+
+pub async fn put_vhost(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let name = VhostName::from(name.as_str());
+    match apply(&b, MetaCommand::AddVhost { name }).await? {
+        MetaOutcome::VhostAdded { created: true } => Ok(StatusCode::CREATED),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+pub async fn delete_vhost(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let name = VhostName::from(name.as_str());
+    match apply(&b, MetaCommand::DeleteVhost { name }).await? {
+        MetaOutcome::VhostDeleted { existed: false, .. } => Err(ApiError::not_found()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+fn permissions(b: &Broker, filter: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+    b.with_meta(|m| {
+        m.access()
+            .permissions()
+            .filter(|(v, u, _)| filter(v.as_str(), u.as_str()))
+            .map(|(v, u, p)| {
+                json!({"user": u.as_str(), "vhost": v.as_str(), "configure": p.configure.text(),
+                       "write": p.write.text(), "read": p.read.text()})
+            })
+            .collect()
+    })
+}
+
+pub async fn list_permissions(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(Value::Array(permissions(&b, |_, _| true))))
+}
+
+pub async fn get_permission(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let found = permissions(&b, |v, u| v == vhost && u == user);
+    found
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+pub async fn put_permission(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let existed = !permissions(&b, |v, u| v == vhost && u == user).is_empty();
+    let cmd = AccessCommand::SetPermissions {
+        vhost: vhost.as_str().into(),
+        user: user.as_str().into(),
+        configure: field("configure"),
+        write: field("write"),
+        read: field("read"),
+    };
+    apply(&b, MetaCommand::Access(cmd)).await?;
+    Ok(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+pub async fn delete_permission(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let cmd = AccessCommand::ClearPermissions {
+        vhost: vhost.as_str().into(),
+        user: user.as_str().into(),
+    };
+    match apply(&b, MetaCommand::Access(cmd)).await? {
+        MetaOutcome::AccessChanged { changed: false } => Err(ApiError::not_found()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}

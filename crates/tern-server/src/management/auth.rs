@@ -1,0 +1,97 @@
+//! Who is calling: HTTP basic auth against Tern's users (their password hashes), and what
+//! their tags let them do, as RabbitMQ's management plugin decides it: `administrator`
+//! everything, `monitoring` read everything, `management` (and `policymaker`) their own
+//! vhosts; a user with none of these may not use the API.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use base64::Engine;
+use tern_core::names::{UserName, VhostName};
+
+use super::ApiError;
+use crate::broker::Broker;
+
+pub struct Caller {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+impl Caller {
+    fn has(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has("administrator")
+    }
+
+    /// May read everything (administrator or monitoring).
+    pub fn sees_all(&self) -> bool {
+        self.is_admin() || self.has("monitoring")
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "Not administrator user",
+        ))
+    }
+
+    /// Whether the caller may see `vhost` (it has permissions there, or sees all).
+    pub fn may_see(&self, broker: &Broker, vhost: &VhostName) -> bool {
+        self.sees_all()
+            || broker
+                .vhost_access(vhost, &UserName::from(self.name.as_str()))
+                .is_some()
+    }
+}
+
+fn unauthorized(reason: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
+}
+
+/// `Authorization: Basic base64(user:password)` into the user and password.
+fn credentials(parts: &Parts) -> Option<(String, String)> {
+    let value = parts.headers.get("authorization")?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+impl FromRequestParts<Arc<Broker>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let (name, password) = credentials(parts).ok_or_else(|| unauthorized("Not_Authorized"))?;
+        if let Err(why) = broker.check_password(&name, &password) {
+            tracing::warn!(user = %name, "management API login failed: {why}");
+            return Err(unauthorized("Not_Authorized"));
+        }
+        let tags = broker.with_meta(|m| {
+            let user = m.access().user(&name);
+            user.map(|u| u.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+        });
+        let caller = Caller {
+            name,
+            tags: tags.unwrap_or_default(),
+        };
+        let management = ["administrator", "monitoring", "management", "policymaker"];
+        if !management.iter().any(|t| caller.has(t)) {
+            return Err(unauthorized("Not management user"));
+        }
+        Ok(caller)
+    }
+}

@@ -1,0 +1,130 @@
+//! The management HTTP API, RabbitMQ's paths and JSON field names (port 15672 by default),
+//! so existing tooling works against Tern. Every route needs HTTP basic auth against Tern's
+//! users; tags decide what a user may do (`auth`). Request bodies are limited to
+//! `management_max_body_bytes`.
+//!
+//! - `auth`: the caller, from the Authorization header, and the tag checks;
+//! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
+//! - `health`: `/api/overview` and `/api/health/checks/*`.
+
+mod access;
+mod auth;
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+
+/// An error as RabbitMQ's API answers it: a status and `{"error": ..., "reason": ...}`.
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Object Not Found", "Not Found")
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.error, "reason": self.reason});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge =
+                axum::http::HeaderValue::from_static("Basic realm=\"RabbitMQ Management\"");
+            response.headers_mut().insert("www-authenticate", challenge);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn router(broker: Arc<Broker>) -> Router {
+    let limit = broker.config.management_max_body_bytes;
+    Router::new()
+        .route("/api/whoami", get(access::whoami))
+        .route("/api/overview", get(health::overview))
+        .route("/api/users", get(access::list_users))
+        .route(
+            "/api/users/{name}",
+            get(access::get_user)
+                .put(access::put_user)
+                .delete(access::delete_user),
+        )
+        .route("/api/vhosts", get(access::list_vhosts))
+        .route(
+            "/api/vhosts/{name}",
+            get(access::get_vhost)
+                .put(access::put_vhost)
+                .delete(access::delete_vhost),
+        )
+        .route("/api/permissions", get(access::list_permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(access::get_permission)
+                .put(access::put_permission)
+                .delete(access::delete_permission),
+        )
+        .route("/api/health/checks/alarms", get(health::alarms))
+        .route("/api/health/checks/local-alarms", get(health::alarms))
+        .route(
+            "/api/health/checks/virtual-hosts",
+            get(health::virtual_hosts),
+        )
+        .route("/api/health/checks/is-in-service", get(health::in_service))
+        .route(
+            "/api/health/checks/port-listener/{port}",
+            get(health::port_listener),
+        )
+        .fallback(|_: auth::Caller| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(broker)
+}
+
+/// Bind the management listener and serve it until `stopped`.
+pub async fn spawn(
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let addr = (broker.config.bind, broker.config.management_port);
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(broker);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "management listener failed");
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,292 @@
+//! The management HTTP API driven by a real HTTP client (reqwest): RabbitMQ's paths, status
+//! codes and JSON fields for users, vhosts, permissions, whoami, overview and health checks;
+//! every route refuses a caller without valid credentials.
+
+mod common;
+
+use common::lapin_support as lp;
+use common::{within, TestBroker};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: Client,
+}
+
+impl Api {
+    fn of(broker: &TestBroker) -> Api {
+        let addr = broker.handle().management_addr();
+        Api {
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            http: Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = within("http", req.send()).await.expect("http request");
+        let status = resp.status();
+        let text = within("http body", resp.text()).await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn guest(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, path, Some(("guest", "guest")), body)
+            .await
+    }
+}
+
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/whoami"),
+    ("GET", "/api/overview"),
+    ("GET", "/api/users"),
+    ("GET", "/api/users/guest"),
+    ("PUT", "/api/users/x"),
+    ("DELETE", "/api/users/x"),
+    ("GET", "/api/vhosts"),
+    ("GET", "/api/vhosts/%2F"),
+    ("PUT", "/api/vhosts/x"),
+    ("DELETE", "/api/vhosts/x"),
+    ("GET", "/api/permissions"),
+    ("GET", "/api/permissions/%2F/guest"),
+    ("PUT", "/api/permissions/%2F/guest"),
+    ("DELETE", "/api/permissions/%2F/guest"),
+    ("GET", "/api/health/checks/alarms"),
+    ("GET", "/api/health/checks/local-alarms"),
+    ("GET", "/api/health/checks/virtual-hosts"),
+    ("GET", "/api/health/checks/is-in-service"),
+    ("GET", "/api/health/checks/port-listener/5672"),
+    ("GET", "/api/no-such-route"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_a_caller_without_valid_credentials() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    for (method, path) in ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        for auth in [None, Some(("guest", "wrong")), Some(("nobody", "guest"))] {
+            let body = (method == Method::PUT).then(|| json!({}));
+            let (status, body) = api.call(method.clone(), path, auth, body).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {auth:?}"
+            );
+            assert_eq!(body["error"], "not_authorised", "{method} {path}");
+        }
+    }
+    // Nothing was changed by the refused calls.
+    let (_, users) = api.guest(Method::GET, "/api/users", None).await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_permissions_made_over_http_log_in_over_amqp() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let (s, who) = api.guest(Method::GET, "/api/whoami", None).await;
+    assert_eq!(
+        (s, who),
+        (
+            StatusCode::OK,
+            json!({"name": "guest", "tags": ["administrator"]})
+        )
+    );
+    let alice = json!({"password": "wonder", "tags": "monitoring,management"});
+    let (s, _) = api
+        .guest(Method::PUT, "/api/users/alice", Some(alice.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api
+        .guest(Method::PUT, "/api/users/alice", Some(alice))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "an update");
+    let (_, user) = api.guest(Method::GET, "/api/users/alice", None).await;
+    assert_eq!(user["tags"], json!(["monitoring", "management"]));
+    assert_eq!(user["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    let perms = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    let (s, _) = api
+        .guest(Method::PUT, "/api/permissions/%2F/alice", Some(perms))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, p) = api
+        .guest(Method::GET, "/api/permissions/%2F/alice", None)
+        .await;
+    assert_eq!(
+        p,
+        json!({"user": "alice", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"})
+    );
+    let uri = broker.uri_for("alice", "wonder", "/");
+    let conn = within(
+        "connect",
+        lapin::Connection::connect(&uri, Default::default()),
+    )
+    .await
+    .expect("alice logs in over AMQP");
+    lp::temp_queue(&lp::channel(&conn).await).await;
+    // A monitoring user reads, but may not change anything.
+    let (s, _) = api
+        .call(
+            Method::GET,
+            "/api/overview",
+            Some(("alice", "wonder")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = api
+        .call(
+            Method::PUT,
+            "/api/vhosts/nope",
+            Some(("alice", "wonder")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["reason"]),
+        (StatusCode::UNAUTHORIZED, &json!("Not administrator user"))
+    );
+    let (s, _) = api.guest(Method::DELETE, "/api/users/alice", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = api.guest(Method::GET, "/api/users/alice", None).await;
+    assert_eq!(
+        (s, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "Object Not Found", "reason": "Not Found"})
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_hash_exported_from_rabbitmq_imports_as_it_is() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    // RabbitMQ 3.10's hash of the password "guest".
+    let bob = json!({"password_hash": "D5HUAalDjGnDQDzMUv7Lg9QoBd3jeUpud2Bjjh7Fo44GJQxK",
+                     "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"]});
+    let (s, _) = api.guest(Method::PUT, "/api/users/bob", Some(bob)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, user) = api.guest(Method::GET, "/api/users/bob", None).await;
+    assert_eq!(
+        user["password_hash"],
+        "D5HUAalDjGnDQDzMUv7Lg9QoBd3jeUpud2Bjjh7Fo44GJQxK"
+    );
+    let (s, who) = api
+        .call(Method::GET, "/api/whoami", Some(("bob", "guest")), None)
+        .await;
+    assert_eq!((s, who["name"].clone()), (StatusCode::OK, json!("bob")));
+    // A user without a management tag may not use the API at all.
+    api.guest(
+        Method::PUT,
+        "/api/users/carol",
+        Some(json!({"password": "c", "tags": ""})),
+    )
+    .await;
+    let (s, body) = api
+        .call(Method::GET, "/api/whoami", Some(("carol", "c")), None)
+        .await;
+    assert_eq!(
+        (s, &body["reason"]),
+        (StatusCode::UNAUTHORIZED, &json!("Not management user"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vhosts_are_created_listed_and_deleted() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    assert_eq!(
+        api.guest(Method::PUT, "/api/vhosts/orders", Some(json!({})))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.guest(Method::PUT, "/api/vhosts/orders", Some(json!({})))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, list) = api.guest(Method::GET, "/api/vhosts", None).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(names, ["/", "orders"]);
+    assert_eq!(
+        api.guest(Method::DELETE, "/api/vhosts/orders", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.guest(Method::DELETE, "/api/vhosts/orders", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.guest(Method::GET, "/api/vhosts/orders", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_and_the_body_limit() {
+    let Some(broker) = TestBroker::start_with(|c| c.management_max_body_bytes = 1024).await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    for check in ["alarms", "local-alarms", "virtual-hosts", "is-in-service"] {
+        let (s, body) = api
+            .guest(Method::GET, &format!("/api/health/checks/{check}"), None)
+            .await;
+        assert_eq!(
+            (s, body),
+            (StatusCode::OK, json!({"status": "ok"})),
+            "{check}"
+        );
+    }
+    let (s, body) = api
+        .guest(Method::GET, "/api/health/checks/port-listener/1", None)
+        .await;
+    assert_eq!(
+        (s, &body["reason"]),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!("No active listener")
+        )
+    );
+    let big = json!({"password": "x".repeat(4096)});
+    let (s, _) = api.guest(Method::PUT, "/api/users/big", Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        api.guest(Method::GET, "/api/users/big", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
