@@ -64,6 +64,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/permissions/%2F/guest"),
     ("PUT", "/api/permissions/%2F/guest"),
     ("DELETE", "/api/permissions/%2F/guest"),
+    ("GET", "/api/exchanges"),
+    ("GET", "/api/exchanges/%2F"),
+    ("GET", "/api/exchanges/%2F/amq.direct"),
+    ("PUT", "/api/exchanges/%2F/x"),
+    ("DELETE", "/api/exchanges/%2F/amq.direct"),
+    ("GET", "/api/queues"),
+    ("GET", "/api/queues/%2F"),
+    ("GET", "/api/queues/%2F/q"),
+    ("PUT", "/api/queues/%2F/q"),
+    ("DELETE", "/api/queues/%2F/q"),
+    ("GET", "/api/bindings"),
+    ("GET", "/api/bindings/%2F"),
+    ("POST", "/api/bindings/%2F/e/amq.direct/q/q"),
     ("GET", "/api/health/checks/alarms"),
     ("GET", "/api/health/checks/local-alarms"),
     ("GET", "/api/health/checks/virtual-hosts"),
@@ -81,7 +94,7 @@ async fn every_route_refuses_a_caller_without_valid_credentials() {
     for (method, path) in ROUTES {
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         for auth in [None, Some(("guest", "wrong")), Some(("nobody", "guest"))] {
-            let body = (method == Method::PUT).then(|| json!({}));
+            let body = (method == Method::PUT || method == Method::POST).then(|| json!({}));
             let (status, body) = api.call(method.clone(), path, auth, body).await;
             assert_eq!(
                 status,
@@ -288,5 +301,116 @@ async fn health_checks_and_the_body_limit() {
     assert_eq!(
         api.guest(Method::GET, "/api/users/big", None).await.0,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_queues_and_bindings_are_declared_listed_and_deleted() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let x = json!({"type": "topic", "durable": true, "auto_delete": false, "arguments": {}});
+    assert_eq!(
+        api.guest(Method::PUT, "/api/exchanges/%2F/orders", Some(x))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (_, got) = api
+        .guest(Method::GET, "/api/exchanges/%2F/orders", None)
+        .await;
+    assert_eq!(
+        got,
+        json!({"name": "orders", "vhost": "/", "type": "topic", "durable": true,
+                           "auto_delete": false, "internal": false, "arguments": {}})
+    );
+    let (_, all) = api.guest(Method::GET, "/api/exchanges", None).await;
+    let names: Vec<&str> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"") && names.contains(&"amq.topic") && names.contains(&"orders"),
+        "{names:?}"
+    );
+    let q = json!({"durable": true, "arguments": {"x-max-length": 10}});
+    assert_eq!(
+        api.guest(Method::PUT, "/api/queues/%2F/billing", Some(q))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let bind = json!({"routing_key": "order.#", "arguments": {}});
+    assert_eq!(
+        api.guest(
+            Method::POST,
+            "/api/bindings/%2F/e/orders/q/billing",
+            Some(bind)
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let (_, bindings) = api.guest(Method::GET, "/api/bindings/%2F", None).await;
+    assert_eq!(
+        bindings,
+        json!([{"source": "orders", "vhost": "/", "destination": "billing",
+        "destination_type": "queue", "routing_key": "order.#", "arguments": {}, "properties_key": "order.#"}])
+    );
+    // A message published over AMQP shows in the queue's counts.
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    lp::publish(&ch, "orders", "order.new", b"o-1").await;
+    let (_, queue) = api
+        .guest(Method::GET, "/api/queues/%2F/billing", None)
+        .await;
+    assert_eq!(
+        (
+            &queue["messages"],
+            &queue["messages_ready"],
+            &queue["consumers"],
+            &queue["arguments"]
+        ),
+        (
+            &json!(1),
+            &json!(1),
+            &json!(0),
+            &json!({"x-max-length": 10})
+        )
+    );
+    assert_eq!(
+        api.guest(Method::DELETE, "/api/queues/%2F/billing", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    common::eventually("the queue to be gone", || async {
+        api.guest(Method::GET, "/api/queues/%2F/billing", None)
+            .await
+            .0
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(
+        api.guest(Method::DELETE, "/api/exchanges/%2F/orders", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.guest(Method::GET, "/api/exchanges/%2F/orders", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let bad = json!({"type": "no-such-type"});
+    assert_eq!(
+        api.guest(Method::PUT, "/api/exchanges/%2F/bad", Some(bad))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
     );
 }

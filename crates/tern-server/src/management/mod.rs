@@ -5,11 +5,13 @@
 //!
 //! - `auth`: the caller, from the Authorization header, and the tag checks;
 //! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
-//! - `health`: `/api/overview` and `/api/health/checks/*`.
+//! - `health`: `/api/overview` and `/api/health/checks/*`;
+//! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`.
 
 mod access;
 mod auth;
 mod health;
+mod objects;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +91,28 @@ fn router(broker: Arc<Broker>) -> Router {
             get(access::get_permission)
                 .put(access::put_permission)
                 .delete(access::delete_permission),
+        )
+        .route("/api/exchanges", get(objects::list_exchanges))
+        .route("/api/exchanges/{vhost}", get(objects::vhost_exchanges))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(objects::get_exchange)
+                .put(objects::put_exchange)
+                .delete(objects::delete_exchange),
+        )
+        .route("/api/queues", get(objects::list_queues))
+        .route("/api/queues/{vhost}", get(objects::vhost_queues))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(objects::get_queue)
+                .put(objects::put_queue)
+                .delete(objects::delete_queue),
+        )
+        .route("/api/bindings", get(objects::list_bindings))
+        .route("/api/bindings/{vhost}", get(objects::vhost_bindings))
+        .route(
+            "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
+            axum::routing::post(objects::bind_queue),
         )
         .route("/api/health/checks/alarms", get(health::alarms))
         .route("/api/health/checks/local-alarms", get(health::alarms))

@@ -96,8 +96,11 @@ pub enum QueueCmd {
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueueStats {
+    /// Ready messages (what queue.declare-ok counts).
     pub messages: u32,
     pub consumers: u32,
+    /// Delivered, not yet acknowledged.
+    pub unacked: u32,
 }
 
 impl QueueShared {
@@ -417,6 +420,7 @@ impl QueueActor {
         QueueStats {
             messages: self.state.message_count(),
             consumers: self.state.consumer_count(),
+            unacked: self.state.unacked_count(),
         }
     }
 

@@ -1,0 +1,392 @@
+//! `/api/exchanges`, `/api/queues`, `/api/bindings`: definitions as RabbitMQ's API shows them
+//! (queues with their message and consumer counts), declared and deleted through the same
+//! metadata commands AMQP clients use.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use tern_amqp::{FieldTable, FieldValue, ShortStr};
+use tern_core::meta::{Binding, ExchangeDef, MetaCommand, QueueDef};
+use tern_core::names::{ConnectionId, VhostName};
+use tern_core::routing::{Destination, ExchangeKind};
+
+use super::auth::Caller;
+use super::{ApiError, ApiResult};
+use crate::broker::Broker;
+use crate::queue_actor::QueueCmd;
+
+type Shared = State<Arc<Broker>>;
+
+/// An AMQP field value as JSON (RabbitMQ's rendering: numbers, strings, lists, objects).
+pub fn value_json(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::Bool(b) => json!(b),
+        FieldValue::I8(n) => json!(n),
+        FieldValue::U8(n) => json!(n),
+        FieldValue::I16(n) => json!(n),
+        FieldValue::U16(n) => json!(n),
+        FieldValue::I32(n) => json!(n),
+        FieldValue::U32(n) => json!(n),
+        FieldValue::I64(n) => json!(n),
+        FieldValue::U64(n) | FieldValue::Timestamp(n) => json!(n),
+        FieldValue::F32(n) => json!(n),
+        FieldValue::F64(n) => json!(n),
+        FieldValue::Decimal(d) => json!(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
+        FieldValue::LongStr(b) | FieldValue::Bytes(b) => json!(String::from_utf8_lossy(b)),
+        FieldValue::Array(a) => Value::Array(a.iter().map(value_json).collect()),
+        FieldValue::Table(t) => table_json(t),
+        FieldValue::Void => Value::Null,
+    }
+}
+
+pub fn table_json(t: &FieldTable) -> Value {
+    let map: Map<String, Value> = t
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_json(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// JSON arguments as a field table: integers as signed 64-bit, as RabbitMQ converts them.
+fn json_value(v: &Value) -> FieldValue {
+    match v {
+        Value::Bool(b) => FieldValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::I64(i),
+            None => FieldValue::F64(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => FieldValue::LongStr(bytes::Bytes::copy_from_slice(s.as_bytes())),
+        Value::Array(a) => FieldValue::Array(a.iter().map(json_value).collect()),
+        Value::Object(o) => FieldValue::Table(json_table(o)),
+        Value::Null => FieldValue::Void,
+    }
+}
+
+fn json_table(o: &Map<String, Value>) -> FieldTable {
+    let mut t = FieldTable::new();
+    for (k, v) in o {
+        t.insert(k.as_str(), json_value(v));
+    }
+    t
+}
+
+fn arguments_of(body: &Value) -> FieldTable {
+    body.get("arguments")
+        .and_then(Value::as_object)
+        .map(json_table)
+        .unwrap_or_default()
+}
+
+fn flag(body: &Value, key: &str, default: bool) -> bool {
+    body.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
+fn visible_vhosts(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<VhostName>> {
+    let all: Vec<VhostName> = b.with_meta(|m| m.vhosts().cloned().collect());
+    if let Some(v) = only {
+        let v = VhostName::from(v);
+        if !all.contains(&v) || !caller.may_see(b, &v) {
+            return Err(ApiError::not_found());
+        }
+        return Ok(vec![v]);
+    }
+    Ok(all.into_iter().filter(|v| caller.may_see(b, v)).collect())
+}
+
+fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
+    json!({"name": x.name.as_str(), "vhost": vhost.as_str(), "type": x.kind.as_str(),
+           "durable": x.durable, "auto_delete": x.auto_delete, "internal": x.internal,
+           "arguments": table_json(&x.arguments)})
+}
+
+fn exchanges_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
+    let vhosts = visible_vhosts(caller, b, only)?;
+    Ok(b.with_meta(|m| {
+        let each = vhosts
+            .iter()
+            .flat_map(|v| m.exchanges(v).map(move |x| exchange_json(v, x)));
+        each.collect()
+    }))
+}
+
+pub async fn list_exchanges(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(exchanges_in(&caller, &b, None)?)))
+}
+
+pub async fn vhost_exchanges(
+    caller: Caller,
+    State(b): Shared,
+    Path(v): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(exchanges_in(&caller, &b, Some(&v))?)))
+}
+
+pub async fn get_exchange(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let all = exchanges_in(&caller, &b, Some(&v))?;
+    all.into_iter()
+        .find(|x| x["name"] == name.as_str())
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn apply(b: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<()> {
+    b.apply(cmd).await.map(|_| ()).map_err(|e| match e.code {
+        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
+        _ => ApiError::bad_request(e.message),
+    })
+}
+
+pub async fn put_exchange(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+    let kind = ExchangeKind::parse(kind)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind}'")))?;
+    let vhost = VhostName::from(v.as_str());
+    let existed = b.with_meta(|m| m.exchange(&vhost, &name.as_str().into()).is_some());
+    let def = ExchangeDef {
+        name: name.as_str().into(),
+        kind,
+        durable: flag(&body, "durable", true),
+        auto_delete: flag(&body, "auto_delete", false),
+        internal: flag(&body, "internal", false),
+        arguments: arguments_of(&body),
+    };
+    apply(
+        &b,
+        MetaCommand::DeclareExchange {
+            vhost,
+            def,
+            passive: false,
+        },
+    )
+    .await?;
+    Ok(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+pub async fn delete_exchange(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let vhost = VhostName::from(v.as_str());
+    if b.with_meta(|m| m.exchange(&vhost, &name.as_str().into()).is_none()) {
+        return Err(ApiError::not_found());
+    }
+    apply(
+        &b,
+        MetaCommand::DeleteExchange {
+            vhost,
+            name: name.as_str().into(),
+            if_unused: false,
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
+    let stats = match b.queue(vhost, &q.name) {
+        Some(h) => h
+            .ask(|reply| QueueCmd::Stats { reply })
+            .await
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let total = u64::from(stats.messages) + u64::from(stats.unacked);
+    json!({"name": q.name.as_str(), "vhost": vhost.as_str(), "durable": q.durable,
+           "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner.is_some(),
+           "arguments": table_json(&q.arguments), "node": "tern@localhost", "state": "running",
+           "type": "classic", "messages": total, "messages_ready": stats.messages,
+           "messages_unacknowledged": stats.unacked, "consumers": stats.consumers})
+}
+
+async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
+    let vhosts = visible_vhosts(caller, b, only)?;
+    let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
+        let each = vhosts
+            .iter()
+            .flat_map(|v| m.queues(v).map(move |q| (v.clone(), q.clone())));
+        each.collect()
+    });
+    let mut out = Vec::with_capacity(defs.len());
+    for (v, q) in &defs {
+        out.push(queue_json(b, v, q).await);
+    }
+    Ok(out)
+}
+
+pub async fn list_queues(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(queues_in(&caller, &b, None).await?)))
+}
+
+pub async fn vhost_queues(
+    caller: Caller,
+    State(b): Shared,
+    Path(v): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(Value::Array(queues_in(&caller, &b, Some(&v)).await?)))
+}
+
+pub async fn get_queue(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    visible_vhosts(&caller, &b, Some(&v))?;
+    let vhost = VhostName::from(v.as_str());
+    let def = b.with_meta(|m| m.queue(&vhost, &name.as_str().into()).cloned());
+    let def = def.ok_or_else(ApiError::not_found)?;
+    Ok(Json(queue_json(&b, &vhost, &def).await))
+}
+
+pub async fn put_queue(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let vhost = VhostName::from(v.as_str());
+    let existed = b.with_meta(|m| m.queue(&vhost, &name.as_str().into()).is_some());
+    let def = QueueDef {
+        name: name.as_str().into(),
+        durable: flag(&body, "durable", true),
+        exclusive_owner: None,
+        auto_delete: flag(&body, "auto_delete", false),
+        arguments: arguments_of(&body),
+    };
+    let cmd = MetaCommand::DeclareQueue {
+        vhost,
+        def,
+        passive: false,
+        server_named: false,
+        requester: ConnectionId(0),
+    };
+    apply(&b, cmd).await?;
+    Ok(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+pub async fn delete_queue(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let vhost = VhostName::from(v.as_str());
+    let queue = b
+        .queue(&vhost, &name.as_str().into())
+        .ok_or_else(ApiError::not_found)?;
+    let deleted = queue
+        .ask(|reply| QueueCmd::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        })
+        .await;
+    match deleted {
+        Ok(Err(e)) => Err(ApiError::bad_request(e.message)),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+fn binding_json(vhost: &VhostName, b: &Binding) -> Value {
+    let (kind, dest) = match &b.destination {
+        Destination::Queue(q) => ("queue", q.as_str()),
+        Destination::Exchange(x) => ("exchange", x.as_str()),
+    };
+    json!({"source": b.source.as_str(), "vhost": vhost.as_str(), "destination": dest,
+           "destination_type": kind, "routing_key": b.routing_key.as_str(),
+           "arguments": table_json(&b.arguments), "properties_key": properties_key(b)})
+}
+
+/// RabbitMQ's properties_key: the routing key (`~` when empty), plus a hash of the arguments.
+fn properties_key(b: &Binding) -> String {
+    let key = if b.routing_key.is_empty() {
+        "~".to_string()
+    } else {
+        b.routing_key.to_string()
+    };
+    if b.arguments.0.is_empty() {
+        return key;
+    }
+    let mut raw = bytes::BytesMut::new();
+    b.arguments.encode(&mut raw);
+    format!("{key}~{:08x}", crc32c::crc32c(&raw))
+}
+
+pub async fn list_bindings(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    let vhosts = visible_vhosts(&caller, &b, None)?;
+    let all = b.with_meta(|m| {
+        let each = vhosts
+            .iter()
+            .flat_map(|v| m.bindings(v).map(move |x| binding_json(v, x)));
+        each.collect()
+    });
+    Ok(Json(Value::Array(all)))
+}
+
+pub async fn vhost_bindings(
+    caller: Caller,
+    State(b): Shared,
+    Path(v): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let vhosts = visible_vhosts(&caller, &b, Some(&v))?;
+    let all = b.with_meta(|m| {
+        vhosts
+            .iter()
+            .flat_map(|v| m.bindings(v).map(move |x| binding_json(v, x)))
+            .collect()
+    });
+    Ok(Json(Value::Array(all)))
+}
+
+/// POST `/api/bindings/{vhost}/e/{exchange}/q/{queue}`: bind, `routing_key` and `arguments`
+/// from the body; 201 with a Location, as RabbitMQ answers.
+pub async fn bind_queue(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, x, q)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let key = body
+        .get("routing_key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let binding = Binding {
+        source: x.as_str().into(),
+        destination: Destination::Queue(q.as_str().into()),
+        routing_key: ShortStr::from(key),
+        arguments: arguments_of(&body),
+    };
+    apply(
+        &b,
+        MetaCommand::Bind {
+            vhost: v.as_str().into(),
+            binding,
+        },
+    )
+    .await?;
+    Ok(StatusCode::CREATED)
+}
