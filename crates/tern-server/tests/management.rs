@@ -77,6 +77,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/bindings"),
     ("GET", "/api/bindings/%2F"),
     ("POST", "/api/bindings/%2F/e/amq.direct/q/q"),
+    ("GET", "/api/definitions"),
+    ("POST", "/api/definitions"),
     ("GET", "/api/health/checks/alarms"),
     ("GET", "/api/health/checks/local-alarms"),
     ("GET", "/api/health/checks/virtual-hosts"),
@@ -412,5 +414,108 @@ async fn exchanges_queues_and_bindings_are_declared_listed_and_deleted() {
             .await
             .0,
         StatusCode::BAD_REQUEST
+    );
+}
+
+/// A definitions file in RabbitMQ's export format, written after RabbitMQ's documentation
+/// (users with hashes and tags, vhosts, permissions, topic permissions, exchanges, queues,
+/// bindings; parameters and policies present and empty).
+fn rabbitmq_definitions() -> Value {
+    json!({
+        "rabbit_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "product_name": "RabbitMQ",
+        "product_version": "3.10.8",
+        "users": [
+            {"name": "ops", "password_hash": "D5HUAalDjGnDQDzMUv7Lg9QoBd3jeUpud2Bjjh7Fo44GJQxK",
+             "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"], "limits": {}},
+            {"name": "app", "password_hash": "ezoFrVJX9Z6PrdoEw+8JVbiqcatFjGU6/HCuKH0sbTDL0AUK",
+             "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "", "limits": {}}
+        ],
+        "vhosts": [
+            {"name": "/", "limits": [], "metadata": {"description": "Default virtual host", "tags": []}},
+            {"name": "shop", "limits": [], "metadata": {"description": "", "tags": []}}
+        ],
+        "permissions": [
+            {"user": "ops", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+            {"user": "app", "vhost": "shop", "configure": "^app\\.", "write": ".*", "read": ".*"}
+        ],
+        "topic_permissions": [
+            {"user": "app", "vhost": "shop", "exchange": "events", "write": "^app\\.", "read": ".*"}
+        ],
+        "parameters": [], "global_parameters": [], "policies": [],
+        "queues": [
+            {"name": "orders", "vhost": "shop", "durable": true, "auto_delete": false,
+             "arguments": {"x-queue-type": "classic", "x-max-length": 1000}}
+        ],
+        "exchanges": [
+            {"name": "events", "vhost": "shop", "type": "topic", "durable": true,
+             "auto_delete": false, "internal": false, "arguments": {}}
+        ],
+        "bindings": [
+            {"source": "events", "vhost": "shop", "destination": "orders", "destination_type": "queue",
+             "routing_key": "order.*", "arguments": {}}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_definitions_file_imports_and_exports_back() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let defs = rabbitmq_definitions();
+    let (s, _) = api
+        .guest(Method::POST, "/api/definitions", Some(defs.clone()))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, out) = api.guest(Method::GET, "/api/definitions", None).await;
+    assert_eq!(s, StatusCode::OK);
+    for key in ["queues", "exchanges", "bindings", "topic_permissions"] {
+        assert_eq!(out[key], defs[key], "{key} round-trips");
+    }
+    let permissions = out["permissions"].as_array().expect("permissions");
+    assert!(
+        permissions.contains(&defs["permissions"][1]),
+        "{permissions:?}"
+    );
+    let users: Vec<&str> = out["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(users, ["app", "guest", "ops"]);
+    let ops = out["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["name"] == "ops")
+        .expect("ops");
+    assert_eq!(
+        ops["password_hash"], defs["users"][0]["password_hash"],
+        "the hash is kept as it is"
+    );
+    // The imported hash works: ops logs in with RabbitMQ's password, over AMQP and HTTP.
+    let uri = broker.uri_for("ops", "guest", "/");
+    within(
+        "connect",
+        lapin::Connection::connect(&uri, Default::default()),
+    )
+    .await
+    .expect("ops logs in with the password its RabbitMQ hash is of");
+    assert_eq!(
+        api.call(Method::GET, "/api/whoami", Some(("ops", "guest")), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Importing the same file again changes nothing and is not an error.
+    assert_eq!(
+        api.guest(Method::POST, "/api/definitions", Some(defs))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
     );
 }

@@ -20,7 +20,7 @@ use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
 
-async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
+pub async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
     broker.apply(cmd).await.map_err(|e| match e.code {
         tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
         _ => ApiError::bad_request(e.message),
@@ -31,7 +31,7 @@ pub async fn whoami(caller: Caller) -> Json<Value> {
     Json(json!({"name": caller.name, "tags": caller.tags}))
 }
 
-fn user_json(u: &UserDef) -> Value {
+pub fn user_json(u: &UserDef) -> Value {
     let (hash, algorithm) = match &u.password {
         Some(p) => (
             base64::engine::general_purpose::STANDARD.encode(&p.salted),
@@ -113,34 +113,40 @@ pub async fn put_user(
     Json(body): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let (password, tags) = (password_of(&body)?, tags_of(&body));
-    let user = UserName::from(name.as_str());
-    if b.with_meta(|m| m.access().user(&name).is_none()) {
+    let created = upsert_user(&b, &name, &body).await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Create the user, or set its password (if the body has one) and tags; true if created.
+pub async fn upsert_user(b: &Arc<Broker>, name: &str, body: &Value) -> ApiResult<bool> {
+    let (password, tags) = (password_of(body)?, tags_of(body));
+    let user = UserName::from(name);
+    if b.with_meta(|m| m.access().user(name).is_none()) {
         let def = UserDef {
             name: user,
             password,
             tags,
         };
-        apply(
-            &b,
-            MetaCommand::Access(AccessCommand::AddUser { user: def }),
-        )
-        .await?;
-        return Ok(StatusCode::CREATED);
+        apply(b, MetaCommand::Access(AccessCommand::AddUser { user: def })).await?;
+        return Ok(true);
     }
     if password.is_some() || body.get("password_hash").is_some() {
         let cmd = AccessCommand::SetPassword {
             name: user.clone(),
             password,
         };
-        apply(&b, MetaCommand::Access(cmd)).await?;
+        apply(b, MetaCommand::Access(cmd)).await?;
     }
     apply(
-        &b,
+        b,
         MetaCommand::Access(AccessCommand::SetTags { name: user, tags }),
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(false)
 }
 
 pub async fn delete_user(

@@ -6,10 +6,12 @@
 //! - `auth`: the caller, from the Authorization header, and the tag checks;
 //! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
 //! - `health`: `/api/overview` and `/api/health/checks/*`;
+//! - `definitions`: `/api/definitions`, export and import in RabbitMQ's format;
 //! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`.
 
 mod access;
 mod auth;
+mod definitions;
 mod health;
 mod objects;
 
@@ -113,6 +115,10 @@ fn router(broker: Arc<Broker>) -> Router {
         .route(
             "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
             axum::routing::post(objects::bind_queue),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions::get_definitions).post(definitions::post_definitions),
         )
         .route("/api/health/checks/alarms", get(health::alarms))
         .route("/api/health/checks/local-alarms", get(health::alarms))

@@ -73,7 +73,7 @@ fn json_table(o: &Map<String, Value>) -> FieldTable {
     t
 }
 
-fn arguments_of(body: &Value) -> FieldTable {
+pub fn json_arguments(body: &Value) -> FieldTable {
     body.get("arguments")
         .and_then(Value::as_object)
         .map(json_table)
@@ -96,7 +96,7 @@ fn visible_vhosts(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<
     Ok(all.into_iter().filter(|v| caller.may_see(b, v)).collect())
 }
 
-fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
+pub fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
     json!({"name": x.name.as_str(), "vhost": vhost.as_str(), "type": x.kind.as_str(),
            "durable": x.durable, "auto_delete": x.auto_delete, "internal": x.internal,
            "arguments": table_json(&x.arguments)})
@@ -150,21 +150,36 @@ pub async fn put_exchange(
     Json(body): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    let created = put_exchange_def(&b, &v, &name, &body).await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Declare an exchange from its JSON; true if it is new.
+pub async fn put_exchange_def(
+    b: &Arc<Broker>,
+    v: &str,
+    name: &str,
+    body: &Value,
+) -> ApiResult<bool> {
     let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
     let kind = ExchangeKind::parse(kind)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind}'")))?;
-    let vhost = VhostName::from(v.as_str());
-    let existed = b.with_meta(|m| m.exchange(&vhost, &name.as_str().into()).is_some());
+    let vhost = VhostName::from(v);
+    let existed = b.with_meta(|m| m.exchange(&vhost, &name.into()).is_some());
     let def = ExchangeDef {
-        name: name.as_str().into(),
+        name: name.into(),
         kind,
-        durable: flag(&body, "durable", true),
-        auto_delete: flag(&body, "auto_delete", false),
-        internal: flag(&body, "internal", false),
-        arguments: arguments_of(&body),
+        durable: flag(body, "durable", true),
+        auto_delete: flag(body, "auto_delete", false),
+        internal: flag(body, "internal", false),
+        arguments: json_arguments(body),
     };
     apply(
-        &b,
+        b,
         MetaCommand::DeclareExchange {
             vhost,
             def,
@@ -172,11 +187,7 @@ pub async fn put_exchange(
         },
     )
     .await?;
-    Ok(if existed {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::CREATED
-    })
+    Ok(!existed)
 }
 
 pub async fn delete_exchange(
@@ -263,14 +274,24 @@ pub async fn put_queue(
     Json(body): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let vhost = VhostName::from(v.as_str());
-    let existed = b.with_meta(|m| m.queue(&vhost, &name.as_str().into()).is_some());
+    let created = put_queue_def(&b, &v, &name, &body).await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Declare a queue from its JSON; true if it is new.
+pub async fn put_queue_def(b: &Arc<Broker>, v: &str, name: &str, body: &Value) -> ApiResult<bool> {
+    let vhost = VhostName::from(v);
+    let existed = b.with_meta(|m| m.queue(&vhost, &name.into()).is_some());
     let def = QueueDef {
-        name: name.as_str().into(),
-        durable: flag(&body, "durable", true),
+        name: name.into(),
+        durable: flag(body, "durable", true),
         exclusive_owner: None,
-        auto_delete: flag(&body, "auto_delete", false),
-        arguments: arguments_of(&body),
+        auto_delete: flag(body, "auto_delete", false),
+        arguments: json_arguments(body),
     };
     let cmd = MetaCommand::DeclareQueue {
         vhost,
@@ -279,12 +300,8 @@ pub async fn put_queue(
         server_named: false,
         requester: ConnectionId(0),
     };
-    apply(&b, cmd).await?;
-    Ok(if existed {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::CREATED
-    })
+    apply(b, cmd).await?;
+    Ok(!existed)
 }
 
 pub async fn delete_queue(
@@ -378,7 +395,7 @@ pub async fn bind_queue(
         source: x.as_str().into(),
         destination: Destination::Queue(q.as_str().into()),
         routing_key: ShortStr::from(key),
-        arguments: arguments_of(&body),
+        arguments: json_arguments(&body),
     };
     apply(
         &b,

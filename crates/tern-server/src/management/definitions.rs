@@ -1,0 +1,172 @@
+//! `/api/definitions`: export (GET) and import (POST) in RabbitMQ's format, so a file exported
+//! from RabbitMQ imports into Tern and back: users (with their password hashes), vhosts,
+//! permissions, topic permissions, exchanges, queues and bindings. Parameters and policies are
+//! exported empty and ignored on import (Tern has none yet). Server-named and exclusive
+//! queues, and the built-in exchanges, are not exported, as in RabbitMQ.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use tern_amqp::ShortStr;
+use tern_core::meta::access::AccessCommand;
+use tern_core::meta::{Binding, MetaCommand, Metadata};
+use tern_core::names::VhostName;
+use tern_core::routing::Destination;
+
+use super::access::{apply, upsert_user, user_json};
+use super::auth::Caller;
+use super::objects::{exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json};
+use super::{ApiError, ApiResult};
+use crate::broker::Broker;
+
+type Shared = State<Arc<Broker>>;
+
+fn export(m: &Metadata) -> Value {
+    let a = m.access();
+    let vhosts: Vec<VhostName> = m.vhosts().cloned().collect();
+    let mut exchanges = Vec::new();
+    let (mut queues, mut bindings) = (Vec::new(), Vec::new());
+    for v in &vhosts {
+        let own = m
+            .exchanges(v)
+            .filter(|x| !x.name.is_empty() && !x.name.starts_with("amq."));
+        exchanges.extend(own.map(|x| exchange_json(v, x)));
+        let kept = m
+            .queues(v)
+            .filter(|q| q.exclusive_owner.is_none() && !q.name.starts_with("amq."));
+        queues.extend(kept.map(|q| {
+            json!({"name": q.name.as_str(), "vhost": v.as_str(), "durable": q.durable,
+                   "auto_delete": q.auto_delete, "arguments": table_json(&q.arguments)})
+        }));
+        bindings.extend(m.bindings(v).map(|b| binding_export(v, b)));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "rabbit_version": version, "rabbitmq_version": version,
+        "product_name": "Tern", "product_version": version,
+        "users": a.users().map(user_json).collect::<Vec<_>>(),
+        "vhosts": vhosts.iter().map(|v| json!({"name": v.as_str(), "limits": [],
+            "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
+        "permissions": a.permissions().map(|(v, u, p)| json!({"user": u.as_str(), "vhost": v.as_str(),
+            "configure": p.configure.text(), "write": p.write.text(), "read": p.read.text()})).collect::<Vec<_>>(),
+        "topic_permissions": a.topic_permissions().map(|(v, u, t)| json!({"user": u.as_str(),
+            "vhost": v.as_str(), "exchange": t.exchange.as_str(), "write": t.write.text(),
+            "read": t.read.text()})).collect::<Vec<_>>(),
+        "parameters": [], "global_parameters": [], "policies": [],
+        "queues": queues, "exchanges": exchanges, "bindings": bindings,
+    })
+}
+
+fn binding_export(v: &VhostName, b: &Binding) -> Value {
+    let (kind, dest) = match &b.destination {
+        Destination::Queue(q) => ("queue", q.as_str()),
+        Destination::Exchange(x) => ("exchange", x.as_str()),
+    };
+    json!({"source": b.source.as_str(), "vhost": v.as_str(), "destination": dest,
+           "destination_type": kind, "routing_key": b.routing_key.as_str(),
+           "arguments": table_json(&b.arguments)})
+}
+
+pub async fn get_definitions(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(b.with_meta(export)))
+}
+
+fn list<'a>(defs: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> + 'a {
+    defs.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Import: vhosts, users, permissions, then exchanges, queues, bindings. Stops at the first
+/// refusal (400 naming it); what came before it stays, as in RabbitMQ.
+pub async fn post_definitions(
+    caller: Caller,
+    State(b): Shared,
+    Json(defs): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    for v in list(&defs, "vhosts") {
+        apply(
+            &b,
+            MetaCommand::AddVhost {
+                name: text(v, "name").into(),
+            },
+        )
+        .await?;
+    }
+    for u in list(&defs, "users") {
+        upsert_user(&b, text(u, "name"), u).await?;
+    }
+    import_permissions(&b, &defs).await?;
+    for x in list(&defs, "exchanges") {
+        put_exchange_def(&b, text(x, "vhost"), text(x, "name"), x).await?;
+    }
+    for q in list(&defs, "queues") {
+        put_queue_def(&b, text(q, "vhost"), text(q, "name"), q).await?;
+    }
+    for bnd in list(&defs, "bindings") {
+        import_binding(&b, bnd).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<()> {
+    for p in list(defs, "permissions") {
+        let cmd = AccessCommand::SetPermissions {
+            vhost: text(p, "vhost").into(),
+            user: text(p, "user").into(),
+            configure: text(p, "configure").into(),
+            write: text(p, "write").into(),
+            read: text(p, "read").into(),
+        };
+        apply(b, MetaCommand::Access(cmd)).await?;
+    }
+    for p in list(defs, "topic_permissions") {
+        let cmd = AccessCommand::SetTopicPermissions {
+            vhost: text(p, "vhost").into(),
+            user: text(p, "user").into(),
+            exchange: text(p, "exchange").into(),
+            write: text(p, "write").into(),
+            read: text(p, "read").into(),
+        };
+        apply(b, MetaCommand::Access(cmd)).await?;
+    }
+    Ok(())
+}
+
+async fn import_binding(b: &Arc<Broker>, v: &Value) -> ApiResult<()> {
+    let dest = text(v, "destination");
+    let destination = match text(v, "destination_type") {
+        "queue" => Destination::Queue(dest.into()),
+        "exchange" => Destination::Exchange(dest.into()),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown destination_type '{other}'"
+            )))
+        }
+    };
+    let binding = Binding {
+        source: text(v, "source").into(),
+        destination,
+        routing_key: ShortStr::from(text(v, "routing_key")),
+        arguments: json_arguments(v),
+    };
+    apply(
+        b,
+        MetaCommand::Bind {
+            vhost: text(v, "vhost").into(),
+            binding,
+        },
+    )
+    .await?;
+    Ok(())
+}
