@@ -74,6 +74,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/queues/%2F/q"),
     ("PUT", "/api/queues/%2F/q"),
     ("DELETE", "/api/queues/%2F/q"),
+    ("DELETE", "/api/queues/%2F/q/contents"),
     ("GET", "/api/bindings"),
     ("GET", "/api/bindings/%2F"),
     ("POST", "/api/bindings/%2F/e/amq.direct/q/q"),

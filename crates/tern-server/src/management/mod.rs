@@ -110,6 +110,10 @@ fn router(broker: Arc<Broker>) -> Router {
                 .put(objects::put_queue)
                 .delete(objects::delete_queue),
         )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            axum::routing::delete(objects::purge_queue),
+        )
         .route("/api/bindings", get(objects::list_bindings))
         .route("/api/bindings/{vhost}", get(objects::vhost_bindings))
         .route(

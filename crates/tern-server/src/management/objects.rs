@@ -407,3 +407,20 @@ pub async fn bind_queue(
     .await?;
     Ok(StatusCode::CREATED)
 }
+
+/// DELETE `/api/queues/{vhost}/{name}/contents`: purge (ready messages; unacked ones stay).
+pub async fn purge_queue(
+    caller: Caller,
+    State(b): Shared,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    visible_vhosts(&caller, &b, Some(&v))?;
+    if !caller.is_admin() && !caller.may_see(&b, &VhostName::from(v.as_str())) {
+        return Err(ApiError::not_found());
+    }
+    let queue = b
+        .queue(&v.as_str().into(), &name.as_str().into())
+        .ok_or_else(ApiError::not_found)?;
+    let _ = queue.ask(|reply| QueueCmd::Purge { reply }).await;
+    Ok(StatusCode::NO_CONTENT)
+}
