@@ -45,13 +45,34 @@ pub struct Broker {
     /// Open connections per vhost, against `max_connections_per_vhost`.
     vhost_connections: Mutex<HashMap<VhostName, usize>>,
     /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
-    connections: Mutex<HashMap<ConnectionId, ConnSink>>,
+    connections: Mutex<HashMap<ConnectionId, (ConnSink, Arc<ConnInfo>)>>,
     /// Direct reply-to consumers, by reply address.
     pub replies: ReplyRegistry,
     /// Resource alarms (free disk space, memory) that block publishers.
     pub alarms: Arc<Alarms>,
     /// Failed logins per source address.
     pub logins: LoginLimiter,
+}
+
+/// An open connection as operators see it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub id: ConnectionId,
+    /// RabbitMQ's form: `peer:port -> local:port`.
+    pub name: String,
+    pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    pub user: String,
+    pub vhost: String,
+    pub tls: bool,
+    /// Milliseconds since the epoch.
+    pub connected_at: u64,
+    pub client_properties: tern_amqp::FieldTable,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat: u16,
+    /// Open channels, kept by the connection.
+    pub channels: AtomicUsize,
 }
 
 /// One connection's place in its vhost's count; gives it back when dropped.
@@ -409,9 +430,30 @@ impl Broker {
         self.connection_count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    pub fn register_connection(&self, id: ConnectionId, sink: ConnSink) {
+    pub fn register_connection(&self, id: ConnectionId, sink: ConnSink, info: Arc<ConnInfo>) {
         let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        conns.insert(id, sink);
+        conns.insert(id, (sink, info));
+    }
+
+    /// What is known of every open connection (the management API's `/api/connections`).
+    pub fn connection_infos(&self) -> Vec<Arc<ConnInfo>> {
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut infos: Vec<Arc<ConnInfo>> = conns.values().map(|(_, i)| i.clone()).collect();
+        infos.sort_by_key(|i| i.id);
+        infos
+    }
+
+    /// Close one connection (by its name, as the management API lists it); false if none.
+    pub fn close_connection(&self, name: &str, code: ReplyCode, text: &str) -> bool {
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((sink, _)) = conns.values().find(|(_, i)| i.name == name) else {
+            return false;
+        };
+        let _ = sink.send(ConnEvent::Close {
+            code,
+            text: text.to_owned(),
+        });
+        true
     }
 
     pub fn unregister_connection(&self, id: ConnectionId) {
@@ -422,7 +464,7 @@ impl Broker {
     /// Ask every open connection to close with `code` (e.g. 320 CONNECTION_FORCED at shutdown).
     pub fn close_all_connections(&self, code: ReplyCode, text: &str) -> usize {
         let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        for sink in conns.values() {
+        for (sink, _) in conns.values() {
             let _ = sink.send(ConnEvent::Close {
                 code,
                 text: text.to_owned(),

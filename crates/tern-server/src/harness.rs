@@ -98,6 +98,8 @@ impl Harness {
             let (client, server) = tokio::io::duplex(256 * 1024);
             let accepted = Accepted {
                 peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                local: SocketAddr::from(([127, 0, 0, 1], 5672)),
+                tls: false,
                 deadline: tokio::time::Instant::now() + Duration::from_secs(1),
                 cert_user: None,
             };

@@ -39,12 +39,15 @@ pub async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
         let broker = broker.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + broker.config.handshake_timeout;
             let accepted = Accepted {
                 peer,
+                local,
+                tls: tls.is_some(),
                 deadline,
                 cert_user: None,
             };

@@ -78,6 +78,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/bindings"),
     ("GET", "/api/bindings/%2F"),
     ("POST", "/api/bindings/%2F/e/amq.direct/q/q"),
+    ("GET", "/api/connections"),
+    ("GET", "/api/connections/x"),
+    ("DELETE", "/api/connections/x"),
+    ("GET", "/api/vhosts/%2F/connections"),
     ("GET", "/api/definitions"),
     ("POST", "/api/definitions"),
     ("GET", "/api/health/checks/alarms"),
@@ -518,5 +522,59 @@ async fn a_rabbitmq_definitions_file_imports_and_exports_back() {
             .await
             .0,
         StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_listed_with_their_details_and_closed_with_320() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let (conn, mut errors) = lp::connect_watched(&broker).await;
+    let _ch = lp::channel(&conn).await;
+    let _ch2 = lp::channel(&conn).await;
+    let (_, list) = api.guest(Method::GET, "/api/connections", None).await;
+    let list = list.as_array().expect("list").clone();
+    assert_eq!(list.len(), 1);
+    let c = &list[0];
+    assert_eq!(
+        (&c["user"], &c["vhost"], &c["protocol"], &c["channels"]),
+        (
+            &json!("guest"),
+            &json!("/"),
+            &json!("AMQP 0-9-1"),
+            &json!(2)
+        )
+    );
+    assert_eq!(c["client_properties"]["product"], "lapin", "{c}");
+    let name = c["name"].as_str().expect("name").to_string();
+    assert!(name.contains(" -> 127.0.0.1:"), "{name}");
+    let (_, per_vhost) = api
+        .guest(Method::GET, "/api/vhosts/%2F/connections", None)
+        .await;
+    assert_eq!(per_vhost.as_array().map(Vec::len), Some(1));
+    let path = format!(
+        "/api/connections/{}",
+        name.replace(' ', "%20").replace('>', "%3E")
+    );
+    let (s, got) = api.guest(Method::GET, &path, None).await;
+    assert_eq!((s, &got["name"]), (StatusCode::OK, &json!(name)));
+    let req = api
+        .http
+        .delete(format!("{}{path}", api.base))
+        .basic_auth("guest", Some("guest"))
+        .header("x-reason", "maintenance");
+    let resp = within("delete", req.send()).await.expect("delete");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let closed = errors.next_hard().await;
+    assert_eq!(
+        (closed.code, closed.text.as_str()),
+        (320, "CONNECTION_FORCED - maintenance")
+    );
+    broker.await_open_connections(0).await;
+    assert_eq!(
+        api.guest(Method::DELETE, &path, None).await.0,
+        StatusCode::NOT_FOUND
     );
 }

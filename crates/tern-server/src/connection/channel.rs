@@ -157,6 +157,7 @@ impl Connection {
             Method::ChannelOpen(_) => {
                 let key = ChannelKey(self.broker.next_id());
                 self.channels.insert(ch, Channel::new(key));
+                self.count_channels();
                 self.send_method(ch, &Method::ChannelOpenOk(Default::default()));
                 Ok(())
             }
@@ -186,10 +187,12 @@ impl Connection {
         match method {
             Method::ChannelCloseOk(_) => {
                 self.channels.remove(&ch);
+                self.count_channels();
             }
             Method::ChannelClose(_) => {
                 self.send_method(ch, &Method::ChannelCloseOk(Default::default()));
                 self.channels.remove(&ch);
+                self.count_channels();
             }
             _ => {}
         }

@@ -242,7 +242,9 @@ impl Connection {
     /// The client closed the channel (or the connection went): release everything it held.
     pub(super) async fn remove_channel(&mut self, ch: u16) {
         self.drop_reply_consumer(ch);
-        let Some(c) = self.channels.remove(&ch) else {
+        let removed = self.channels.remove(&ch);
+        self.count_channels();
+        let Some(c) = removed else {
             return;
         };
         for q in &c.queues {

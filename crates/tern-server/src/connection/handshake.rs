@@ -33,6 +33,7 @@ pub struct Negotiated {
     pub access: VhostAccess,
     /// The connection's place in the vhost's connection count.
     pub vhost_slot: VhostSlot,
+    pub client_properties: FieldTable,
     pub caps: ClientCaps,
 }
 
@@ -89,6 +90,7 @@ impl<S: ClientStream> Handshake<'_, S> {
             user,
             access,
             vhost_slot,
+            client_properties: start_ok.client_properties,
             caps,
         })
     }

@@ -110,6 +110,8 @@ pub struct Connection {
     authz: authz::Authz,
     /// Counted against max_connections_per_vhost while the connection lives.
     _vhost_slot: crate::broker::VhostSlot,
+    /// What operators see of it (the channel count is kept here).
+    info: Arc<crate::broker::ConnInfo>,
     frame_max: u32,
     channel_max: u16,
     caps: ClientCaps,
@@ -175,6 +177,10 @@ impl ClientStream for tokio::io::DuplexStream {
 /// Where a connection came from and what it brought before AMQP started.
 pub struct Accepted {
     pub peer: SocketAddr,
+    /// Our end of the socket.
+    pub local: SocketAddr,
+    /// Over TLS (amqps).
+    pub tls: bool,
     /// The handshake (TLS included) must reach connection.open-ok by then.
     pub deadline: tokio::time::Instant,
     /// The user name the client's TLS certificate carries, for SASL EXTERNAL.
@@ -184,6 +190,7 @@ pub struct Accepted {
 /// Serve one accepted socket until it closes. Never panics on client input.
 pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted: Accepted) {
     let peer = accepted.peer;
+    let accepted_meta = (accepted.peer, accepted.local, accepted.tls);
     let mut buf = BytesMut::with_capacity(1024);
     let handshake = handshake::Handshake {
         stream: &mut stream,
@@ -199,6 +206,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     };
     let (sink, events) = mpsc::unbounded_channel();
     let id = ConnectionId(broker.next_id());
+    let info = Arc::new(conn_info(id, &accepted_meta, &negotiated));
     // Read after the handshake's permissions: a change since then is noticed at the next check.
     let access_generation = 0;
     tracing::info!(conn = id.0, %peer, user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
@@ -210,6 +218,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
         vhost: VhostName::from(negotiated.vhost),
         authz: authz::Authz::new(negotiated.access, access_generation),
         _vhost_slot: negotiated.vhost_slot,
+        info: info.clone(),
         frame_max: negotiated.frame_max,
         channel_max: negotiated.channel_max,
         caps: negotiated.caps,
@@ -228,7 +237,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
         done: false,
         hang_up: false,
     };
-    broker.register_connection(id, conn.sink.clone());
+    broker.register_connection(id, conn.sink.clone(), info);
     let result = conn.run(stream, buf, events, negotiated.heartbeat).await;
     match &result {
         Ok(()) | Err(ConnError::Eof) => tracing::info!(conn = id.0, %peer, "connection closed"),
@@ -236,6 +245,31 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     }
     conn.cleanup().await;
     broker.unregister_connection(id);
+}
+
+fn conn_info(
+    id: ConnectionId,
+    (peer, local, tls): &(SocketAddr, SocketAddr, bool),
+    n: &handshake::Negotiated,
+) -> crate::broker::ConnInfo {
+    let connected_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    crate::broker::ConnInfo {
+        id,
+        name: format!("{peer} -> {local}"),
+        peer: *peer,
+        local: *local,
+        user: n.user.to_string(),
+        vhost: n.vhost.to_string(),
+        tls: *tls,
+        connected_at,
+        client_properties: n.client_properties.clone(),
+        frame_max: n.frame_max,
+        channel_max: n.channel_max,
+        heartbeat: n.heartbeat,
+        channels: Default::default(),
+    }
 }
 
 async fn handshake_failed<S: ClientStream>(stream: &mut S, peer: SocketAddr, error: ConnError) {
@@ -472,6 +506,14 @@ impl Connection {
     }
 
     /// A channel error closes the channel; anything else closes the connection.
+    /// Publish the channel count for operators.
+    fn count_channels(&self) {
+        let n = self.channels.len();
+        self.info
+            .channels
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn fail(&mut self, channel: u16, error: AmqpError) {
         if error.code.is_channel_error() && channel != 0 && self.channels.contains_key(&channel) {
             self.close_channel(channel, error);

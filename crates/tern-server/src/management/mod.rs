@@ -6,11 +6,13 @@
 //! - `auth`: the caller, from the Authorization header, and the tag checks;
 //! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
 //! - `health`: `/api/overview` and `/api/health/checks/*`;
+//! - `connections`: `/api/connections`, listing and closing;
 //! - `definitions`: `/api/definitions`, export and import in RabbitMQ's format;
 //! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`.
 
 mod access;
 mod auth;
+mod connections;
 mod definitions;
 mod health;
 mod objects;
@@ -86,6 +88,15 @@ fn router(broker: Arc<Broker>) -> Router {
             get(access::get_vhost)
                 .put(access::put_vhost)
                 .delete(access::delete_vhost),
+        )
+        .route("/api/connections", get(connections::list_connections))
+        .route(
+            "/api/connections/{name}",
+            get(connections::get_connection).delete(connections::close_connection),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::vhost_connections),
         )
         .route("/api/permissions", get(access::list_permissions))
         .route(

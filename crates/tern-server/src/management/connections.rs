@@ -1,0 +1,87 @@
+//! `/api/connections[/{name}]` (GET, DELETE to close one) and
+//! `/api/vhosts/{vhost}/connections`. Users who do not see everything (administrator,
+//! monitoring) see their own connections only, as in RabbitMQ.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+use tern_amqp::ReplyCode;
+
+use super::auth::Caller;
+use super::objects::table_json;
+use super::{ApiError, ApiResult};
+use crate::broker::{Broker, ConnInfo};
+
+type Shared = State<Arc<Broker>>;
+
+fn connection_json(c: &ConnInfo) -> Value {
+    json!({
+        "name": c.name, "node": "tern@localhost", "vhost": c.vhost, "user": c.user,
+        "state": "running", "type": "network", "protocol": "AMQP 0-9-1",
+        "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
+        "host": c.local.ip().to_string(), "port": c.local.port(),
+        "ssl": c.tls, "connected_at": c.connected_at,
+        "channels": c.channels.load(Ordering::Relaxed),
+        "frame_max": c.frame_max, "channel_max": c.channel_max, "timeout": c.heartbeat,
+        "client_properties": table_json(&c.client_properties),
+    })
+}
+
+fn visible(caller: &Caller, b: &Broker, vhost: Option<&str>) -> Vec<Value> {
+    b.connection_infos()
+        .iter()
+        .filter(|c| caller.sees_all() || c.user == caller.name)
+        .filter(|c| vhost.is_none_or(|v| c.vhost == v))
+        .map(|c| connection_json(c))
+        .collect()
+}
+
+pub async fn list_connections(caller: Caller, State(b): Shared) -> Json<Value> {
+    Json(Value::Array(visible(&caller, &b, None)))
+}
+
+pub async fn vhost_connections(
+    caller: Caller,
+    State(b): Shared,
+    Path(v): Path<String>,
+) -> Json<Value> {
+    Json(Value::Array(visible(&caller, &b, Some(&v))))
+}
+
+pub async fn get_connection(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let found = visible(&caller, &b, None)
+        .into_iter()
+        .find(|c| c["name"] == name.as_str());
+    found.map(Json).ok_or_else(ApiError::not_found)
+}
+
+/// Close with 320 CONNECTION_FORCED and the `X-Reason` header's text, as RabbitMQ does.
+pub async fn close_connection(
+    caller: Caller,
+    State(b): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let own = b
+        .connection_infos()
+        .iter()
+        .any(|c| c.name == name && c.user == caller.name);
+    if !caller.is_admin() && !own {
+        return Err(ApiError::not_found());
+    }
+    let reason = headers.get("x-reason").and_then(|v| v.to_str().ok());
+    let reason = reason.unwrap_or("Closed via management plugin");
+    if b.close_connection(&name, ReplyCode::ConnectionForced, reason) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
