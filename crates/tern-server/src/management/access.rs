@@ -9,23 +9,16 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
 use tern_amqp::ShortStr;
-use tern_core::meta::access::{AccessCommand, HashAlgorithm, PasswordHash, UserDef};
+use tern_core::meta::access::{AccessCommand, HashAlgorithm, PasswordHash, Permissions, UserDef};
 use tern_core::meta::{MetaCommand, MetaOutcome};
 use tern_core::names::{UserName, VhostName};
 
 use super::auth::Caller;
-use super::{ApiError, ApiResult};
+use super::{apply, created_or_updated, ApiError, ApiResult};
 use crate::auth::hash_password;
 use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
-
-pub async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
-    broker.apply(cmd).await.map_err(|e| match e.code {
-        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
-        _ => ApiError::bad_request(e.message),
-    })
-}
 
 pub async fn whoami(caller: Caller) -> Json<Value> {
     Json(json!({"name": caller.name, "tags": caller.tags}))
@@ -114,11 +107,7 @@ pub async fn put_user(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let created = upsert_user(&b, &name, &body).await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(created_or_updated(created))
 }
 
 /// Create the user, or set its password (if the body has one) and tags; true if created.
@@ -197,7 +186,7 @@ pub async fn put_vhost(
     caller.require_admin()?;
     let name = VhostName::from(name.as_str());
     match apply(&b, MetaCommand::AddVhost { name }).await? {
-        MetaOutcome::VhostAdded { created: true } => Ok(StatusCode::CREATED),
+        MetaOutcome::VhostAdded { created } => Ok(created_or_updated(created)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }
@@ -215,15 +204,18 @@ pub async fn delete_vhost(
     }
 }
 
+/// A permission as RabbitMQ's API and definitions show it.
+pub fn permission_json(v: &VhostName, u: &UserName, p: &Permissions) -> Value {
+    json!({"user": u.as_str(), "vhost": v.as_str(), "configure": p.configure.text(),
+           "write": p.write.text(), "read": p.read.text()})
+}
+
 fn permissions(b: &Broker, filter: impl Fn(&str, &str) -> bool) -> Vec<Value> {
     b.with_meta(|m| {
         m.access()
             .permissions()
             .filter(|(v, u, _)| filter(v.as_str(), u.as_str()))
-            .map(|(v, u, p)| {
-                json!({"user": u.as_str(), "vhost": v.as_str(), "configure": p.configure.text(),
-                       "write": p.write.text(), "read": p.read.text()})
-            })
+            .map(|(v, u, p)| permission_json(v, u, p))
             .collect()
     })
 }

@@ -16,10 +16,12 @@ use tern_core::meta::{Binding, MetaCommand, Metadata};
 use tern_core::names::VhostName;
 use tern_core::routing::Destination;
 
-use super::access::{apply, upsert_user, user_json};
+use super::access::{permission_json, upsert_user, user_json};
 use super::auth::Caller;
-use super::objects::{exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json};
-use super::{ApiError, ApiResult};
+use super::objects::{
+    binding_json, exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json,
+};
+use super::{apply, ApiError, ApiResult};
 use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
@@ -50,8 +52,7 @@ fn export(m: &Metadata) -> Value {
         "users": a.users().map(user_json).collect::<Vec<_>>(),
         "vhosts": vhosts.iter().map(|v| json!({"name": v.as_str(), "limits": [],
             "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
-        "permissions": a.permissions().map(|(v, u, p)| json!({"user": u.as_str(), "vhost": v.as_str(),
-            "configure": p.configure.text(), "write": p.write.text(), "read": p.read.text()})).collect::<Vec<_>>(),
+        "permissions": a.permissions().map(|(v, u, p)| permission_json(v, u, p)).collect::<Vec<_>>(),
         "topic_permissions": a.topic_permissions().map(|(v, u, t)| json!({"user": u.as_str(),
             "vhost": v.as_str(), "exchange": t.exchange.as_str(), "write": t.write.text(),
             "read": t.read.text()})).collect::<Vec<_>>(),
@@ -60,14 +61,13 @@ fn export(m: &Metadata) -> Value {
     })
 }
 
+/// A binding as definitions carry it: the API's form without `properties_key`.
 fn binding_export(v: &VhostName, b: &Binding) -> Value {
-    let (kind, dest) = match &b.destination {
-        Destination::Queue(q) => ("queue", q.as_str()),
-        Destination::Exchange(x) => ("exchange", x.as_str()),
-    };
-    json!({"source": b.source.as_str(), "vhost": v.as_str(), "destination": dest,
-           "destination_type": kind, "routing_key": b.routing_key.as_str(),
-           "arguments": table_json(&b.arguments)})
+    let mut json = binding_json(v, b);
+    if let Some(o) = json.as_object_mut() {
+        o.remove("properties_key");
+    }
+    json
 }
 
 pub async fn get_definitions(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {

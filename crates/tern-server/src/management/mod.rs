@@ -28,6 +28,8 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use tern_core::meta::{MetaCommand, MetaOutcome};
+
 use crate::broker::Broker;
 
 /// An error as RabbitMQ's API answers it: a status and `{"error": ..., "reason": ...}`.
@@ -69,6 +71,24 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A definition change, through the metadata log like any AMQP client's: 404 for what is not
+/// there, 400 for any other refusal (with RabbitMQ's text).
+pub async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
+    broker.apply(cmd).await.map_err(|e| match e.code {
+        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
+        _ => ApiError::bad_request(e.message),
+    })
+}
+
+/// What a PUT answers: 201 for something new, 204 for an update.
+pub fn created_or_updated(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
 
 fn router(broker: Arc<Broker>) -> Router {
     let limit = broker.config.management_max_body_bytes;

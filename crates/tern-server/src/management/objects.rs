@@ -14,7 +14,7 @@ use tern_core::names::{ConnectionId, VhostName};
 use tern_core::routing::{Destination, ExchangeKind};
 
 use super::auth::Caller;
-use super::{ApiError, ApiResult};
+use super::{apply, created_or_updated, ApiError, ApiResult};
 use crate::broker::Broker;
 use crate::queue_actor::QueueCmd;
 
@@ -136,13 +136,6 @@ pub async fn get_exchange(
         .ok_or_else(ApiError::not_found)
 }
 
-async fn apply(b: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<()> {
-    b.apply(cmd).await.map(|_| ()).map_err(|e| match e.code {
-        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
-        _ => ApiError::bad_request(e.message),
-    })
-}
-
 pub async fn put_exchange(
     caller: Caller,
     State(b): Shared,
@@ -151,11 +144,7 @@ pub async fn put_exchange(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let created = put_exchange_def(&b, &v, &name, &body).await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(created_or_updated(created))
 }
 
 /// Declare an exchange from its JSON; true if it is new.
@@ -275,11 +264,7 @@ pub async fn put_queue(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let created = put_queue_def(&b, &v, &name, &body).await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(created_or_updated(created))
 }
 
 /// Declare a queue from its JSON; true if it is new.
@@ -327,7 +312,7 @@ pub async fn delete_queue(
     }
 }
 
-fn binding_json(vhost: &VhostName, b: &Binding) -> Value {
+pub fn binding_json(vhost: &VhostName, b: &Binding) -> Value {
     let (kind, dest) = match &b.destination {
         Destination::Queue(q) => ("queue", q.as_str()),
         Destination::Exchange(x) => ("exchange", x.as_str()),
