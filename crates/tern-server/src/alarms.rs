@@ -60,30 +60,36 @@ impl Alarms {
             .store(bytes, Ordering::Relaxed);
     }
 
+    /// Set one alarm on or off; whether that changed it (subscribers hear of changes only).
+    fn switch(&self, alarm: fn(&mut AlarmState) -> &mut bool, on: bool) -> bool {
+        self.state.send_if_modified(|s| {
+            let flag = alarm(s);
+            let changed = *flag != on;
+            *flag = on;
+            changed
+        })
+    }
+
     /// Compare resident memory with the watermark; raise or clear the memory alarm.
     pub fn check_memory(&self, used: u64) {
         let limit = self.memory_high_watermark_bytes.load(Ordering::Relaxed);
         let high = used > limit;
-        self.state.send_if_modified(|s| {
-            if s.memory == high {
-                return false;
-            }
-            s.memory = high;
-            if high {
-                tracing::warn!(
-                    used_bytes = used,
-                    watermark_bytes = limit,
-                    "memory alarm set: publishers are blocked"
-                );
-            } else {
-                tracing::info!(
-                    used_bytes = used,
-                    watermark_bytes = limit,
-                    "memory alarm cleared"
-                );
-            }
-            true
-        });
+        if !self.switch(|s| &mut s.memory, high) {
+            return;
+        }
+        if high {
+            tracing::warn!(
+                used_bytes = used,
+                watermark_bytes = limit,
+                "memory alarm set: publishers are blocked"
+            );
+        } else {
+            tracing::info!(
+                used_bytes = used,
+                watermark_bytes = limit,
+                "memory alarm cleared"
+            );
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<AlarmState> {
@@ -98,22 +104,18 @@ impl Alarms {
     pub fn check_disk(&self, free: u64) {
         let limit = self.disk_free_limit_bytes.load(Ordering::Relaxed);
         let low = free < limit;
-        self.state.send_if_modified(|s| {
-            if s.disk == low {
-                return false;
-            }
-            s.disk = low;
-            if low {
-                tracing::warn!(
-                    free_bytes = free,
-                    limit_bytes = limit,
-                    "disk alarm set: publishers are blocked"
-                );
-            } else {
-                tracing::info!(free_bytes = free, limit_bytes = limit, "disk alarm cleared");
-            }
-            true
-        });
+        if !self.switch(|s| &mut s.disk, low) {
+            return;
+        }
+        if low {
+            tracing::warn!(
+                free_bytes = free,
+                limit_bytes = limit,
+                "disk alarm set: publishers are blocked"
+            );
+        } else {
+            tracing::info!(free_bytes = free, limit_bytes = limit, "disk alarm cleared");
+        }
     }
 }
 
