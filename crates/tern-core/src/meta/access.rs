@@ -465,22 +465,10 @@ impl VhostAccess {
             Op::Write => &self.perms.write,
             Op::Read => &self.perms.read,
         };
-        let matched = match (kind, name) {
-            (Resource::Exchange, "") => "amq.default",
-            _ => name,
-        };
-        if pattern.matches(matched) {
+        if pattern.matches(matched_name(kind, name)) {
             return Ok(());
         }
-        let kind = match kind {
-            Resource::Queue => "queue",
-            Resource::Exchange => "exchange",
-        };
-        let text = format!(
-            "access to {kind} '{matched}' in vhost '{}' refused for user '{}'",
-            self.vhost, self.user
-        );
-        Err(AmqpError::new(ReplyCode::AccessRefused, text))
+        Err(refused(kind, name, &self.vhost, &self.user))
     }
 
     /// Whether any topic permission narrows this exchange (so publishers need to check keys).
@@ -498,10 +486,38 @@ impl VhostAccess {
         if pattern.matches(key) {
             return Ok(());
         }
-        let text = format!(
-            "access to topic '{key}' in exchange '{exchange}' in vhost '{}' refused for user '{}'",
-            self.vhost, self.user
-        );
-        Err(AmqpError::new(ReplyCode::AccessRefused, text))
+        Err(topic_refused(exchange, key, &self.vhost, &self.user))
     }
+}
+
+/// The name a permission pattern is matched against: the default exchange is `amq.default`.
+fn matched_name(kind: Resource, name: &str) -> &str {
+    match (kind, name) {
+        (Resource::Exchange, "") => "amq.default",
+        _ => name,
+    }
+}
+
+/// 403 for `kind` `name`, in RabbitMQ's words (the default exchange named `amq.default`).
+pub fn refused(kind: Resource, name: &str, vhost: &VhostName, user: &UserName) -> AmqpError {
+    let (kind_text, name) = match kind {
+        Resource::Queue => ("queue", name),
+        Resource::Exchange => ("exchange", matched_name(kind, name)),
+    };
+    let text =
+        format!("access to {kind_text} '{name}' in vhost '{vhost}' refused for user '{user}'");
+    AmqpError::new(ReplyCode::AccessRefused, text)
+}
+
+/// 403 for a routing key a topic permission does not allow.
+pub fn topic_refused(
+    exchange: &ExchangeName,
+    key: &str,
+    vhost: &VhostName,
+    user: &UserName,
+) -> AmqpError {
+    let text = format!(
+        "access to topic '{key}' in exchange '{exchange}' in vhost '{vhost}' refused for user '{user}'"
+    );
+    AmqpError::new(ReplyCode::AccessRefused, text)
 }

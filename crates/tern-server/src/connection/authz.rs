@@ -9,10 +9,10 @@
 //! alternate or dead-letter exchange also needs write on that exchange and read on what is
 //! declared. Topic permissions narrow publishing (write) and binding (read) on topic exchanges.
 
-use tern_amqp::{AmqpError, FieldTable, FieldValue, ReplyCode};
-use tern_core::meta::access::{Op, Resource, VhostAccess};
+use tern_amqp::{AmqpError, FieldTable, FieldValue};
+use tern_core::meta::access::{refused, topic_refused, Op, Resource, VhostAccess};
 use tern_core::meta::{Binding, ExchangeDef, QueueDef};
-use tern_core::names::ExchangeName;
+use tern_core::names::{ExchangeName, UserName, VhostName};
 use tern_core::routing::{Destination, ExchangeKind};
 
 use super::Connection;
@@ -22,8 +22,8 @@ pub struct Authz {
     /// None once the user lost its permissions in the vhost (or was deleted): every check
     /// is refused.
     access: Option<VhostAccess>,
-    user: String,
-    vhost: String,
+    user: UserName,
+    vhost: VhostName,
     generation: u64,
     /// The exchange the last publish was allowed to, and whether its keys are narrowed by
     /// topic permissions: the publish path checks only this, most of the time.
@@ -33,8 +33,8 @@ pub struct Authz {
 impl Authz {
     pub fn new(access: VhostAccess, generation: u64) -> Self {
         Authz {
-            user: access.user.to_string(),
-            vhost: access.vhost.to_string(),
+            user: access.user.clone(),
+            vhost: access.vhost.clone(),
             access: Some(access),
             generation,
             last_write: None,
@@ -42,7 +42,7 @@ impl Authz {
     }
 
     pub fn user(&self) -> &str {
-        &self.user
+        self.user.as_str()
     }
 
     fn refresh(&mut self, broker: &Broker) -> Option<&VhostAccess> {
@@ -50,18 +50,9 @@ impl Authz {
         if generation != self.generation {
             self.generation = generation;
             self.last_write = None;
-            let vhost = self.vhost.as_str().into();
-            self.access = broker.vhost_access(&vhost, &self.user.as_str().into());
+            self.access = broker.vhost_access(&self.vhost, &self.user);
         }
         self.access.as_ref()
-    }
-
-    fn refused(&self, kind: &str, name: &str) -> AmqpError {
-        let text = format!(
-            "access to {kind} '{name}' in vhost '{}' refused for user '{}'",
-            self.vhost, self.user
-        );
-        AmqpError::new(ReplyCode::AccessRefused, text)
     }
 
     /// 403 unless `op` on the resource is allowed.
@@ -74,10 +65,7 @@ impl Authz {
     ) -> Result<(), AmqpError> {
         match self.refresh(broker) {
             Some(access) => access.check(kind, name, op),
-            None if kind == Resource::Exchange && name.is_empty() => {
-                Err(self.refused("exchange", "amq.default"))
-            }
-            None => Err(self.refused(kind_name(kind), name)),
+            None => Err(refused(kind, name, &self.vhost, &self.user)),
         }
     }
 
@@ -92,7 +80,7 @@ impl Authz {
     ) -> Result<(), AmqpError> {
         match self.refresh(broker) {
             Some(access) => access.check_topic(exchange, key, op),
-            None => Err(self.refused("topic", key)),
+            None => Err(topic_refused(exchange, key, &self.vhost, &self.user)),
         }
     }
 
@@ -123,13 +111,6 @@ impl Authz {
             return self.check_topic(broker, exchange, key, Op::Write);
         }
         Ok(())
-    }
-}
-
-fn kind_name(kind: Resource) -> &'static str {
-    match kind {
-        Resource::Queue => "queue",
-        Resource::Exchange => "exchange",
     }
 }
 
