@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use tern_core::message::Message;
 use tern_core::queue::records::{self, Peek};
 use tern_core::queue::{MsgId, QueueEvent};
@@ -100,15 +99,8 @@ impl QueueStore {
             if removed.contains(&id.0) || home != segment {
                 continue;
             }
-            let corrupt = |e: records::RecordError| StoreError::Corrupt {
-                path: self.dir.clone(),
-                offset: pos.offset,
-                detail: format!("segment {}: {e}", pos.segment),
-            };
-            if let records::QueueRecord::Enqueue { message, .. } =
-                records::decode(Bytes::from(data)).map_err(corrupt)?
-            {
-                out.push((id, *message));
+            if let Some(message) = self.decode_message(pos, data)? {
+                out.push((id, message));
             }
         }
         Ok(out)

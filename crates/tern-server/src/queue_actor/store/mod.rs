@@ -355,12 +355,7 @@ impl QueueStore {
             if !self.wanted(pos.segment, id, paged) {
                 continue;
             }
-            let record = records::decode(Bytes::from(data)).map_err(|e| StoreError::Corrupt {
-                path: self.dir.clone(),
-                offset: pos.offset,
-                detail: format!("segment {}: {e}", pos.segment),
-            })?;
-            let records::QueueRecord::Enqueue { message, .. } = record else {
+            let Some(message) = self.decode_message(pos, data)? else {
                 continue;
             };
             self.last_loaded = self.last_loaded.max(id);
@@ -374,7 +369,7 @@ impl QueueStore {
             let redelivered = recovered && self.index.was_delivered(id);
             out.push(Loaded {
                 id,
-                message: *message,
+                message,
                 redelivered,
             });
         }
@@ -384,6 +379,20 @@ impl QueueStore {
         }
         self.reclaim()?;
         Ok(out)
+    }
+
+    /// The message of the enqueue record read at `pos` (None for another kind of record); a
+    /// record that does not decode is damage, reported with where it is.
+    fn decode_message(&self, pos: Position, data: Vec<u8>) -> Result<Option<Message>, StoreError> {
+        match records::decode(Bytes::from(data)) {
+            Ok(records::QueueRecord::Enqueue { message, .. }) => Ok(Some(*message)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(StoreError::Corrupt {
+                path: self.dir.clone(),
+                offset: pos.offset,
+                detail: format!("segment {}: {e}", pos.segment),
+            }),
+        }
     }
 
     /// Whether the enqueue of `id` read at `segment` is a paged message still to read back:
