@@ -156,14 +156,9 @@ fn vhost_json(name: &VhostName) -> Value {
            "default_queue_type": "classic", "metadata": {"description": "", "tags": []}})
 }
 
-pub async fn list_vhosts(caller: Caller, State(b): Shared) -> Json<Value> {
-    let names: Vec<VhostName> = b.with_meta(|m| m.vhosts().cloned().collect());
-    let seen = names
-        .iter()
-        .filter(|v| caller.may_see(&b, v))
-        .map(vhost_json)
-        .collect();
-    Json(Value::Array(seen))
+pub async fn list_vhosts(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    let seen = caller.vhosts(&b, None)?.iter().map(vhost_json).collect();
+    Ok(Json(Value::Array(seen)))
 }
 
 pub async fn get_vhost(
@@ -171,11 +166,11 @@ pub async fn get_vhost(
     State(b): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = VhostName::from(name.as_str());
-    if !b.vhost_exists(&vhost) || !caller.may_see(&b, &vhost) {
-        return Err(ApiError::not_found());
-    }
-    Ok(Json(vhost_json(&vhost)))
+    let vhosts = caller.vhosts(&b, Some(&name))?;
+    vhosts
+        .first()
+        .map(|v| Json(vhost_json(v)))
+        .ok_or_else(ApiError::not_found)
 }
 
 pub async fn put_vhost(

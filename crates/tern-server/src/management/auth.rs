@@ -44,6 +44,20 @@ impl Caller {
         ))
     }
 
+    /// The vhosts the caller may see: all of them, or only `only` (404 when it does not
+    /// exist or is not the caller's).
+    pub fn vhosts(&self, b: &Broker, only: Option<&str>) -> Result<Vec<VhostName>, ApiError> {
+        let all: Vec<VhostName> = b.with_meta(|m| m.vhosts().cloned().collect());
+        if let Some(v) = only {
+            let v = VhostName::from(v);
+            if !all.contains(&v) || !self.may_see(b, &v) {
+                return Err(ApiError::not_found());
+            }
+            return Ok(vec![v]);
+        }
+        Ok(all.into_iter().filter(|v| self.may_see(b, v)).collect())
+    }
+
     /// Whether the caller may see `vhost` (it has permissions there, or sees all).
     pub fn may_see(&self, broker: &Broker, vhost: &VhostName) -> bool {
         self.sees_all()

@@ -84,18 +84,6 @@ fn flag(body: &Value, key: &str, default: bool) -> bool {
     body.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-fn visible_vhosts(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<VhostName>> {
-    let all: Vec<VhostName> = b.with_meta(|m| m.vhosts().cloned().collect());
-    if let Some(v) = only {
-        let v = VhostName::from(v);
-        if !all.contains(&v) || !caller.may_see(b, &v) {
-            return Err(ApiError::not_found());
-        }
-        return Ok(vec![v]);
-    }
-    Ok(all.into_iter().filter(|v| caller.may_see(b, v)).collect())
-}
-
 pub fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
     json!({"name": x.name.as_str(), "vhost": vhost.as_str(), "type": x.kind.as_str(),
            "durable": x.durable, "auto_delete": x.auto_delete, "internal": x.internal,
@@ -103,7 +91,7 @@ pub fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
 }
 
 fn exchanges_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
-    let vhosts = visible_vhosts(caller, b, only)?;
+    let vhosts = caller.vhosts(b, only)?;
     Ok(b.with_meta(|m| {
         let each = vhosts
             .iter()
@@ -218,7 +206,7 @@ async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
 }
 
 async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
-    let vhosts = visible_vhosts(caller, b, only)?;
+    let vhosts = caller.vhosts(b, only)?;
     let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
         let each = vhosts
             .iter()
@@ -249,7 +237,7 @@ pub async fn get_queue(
     State(b): Shared,
     Path((v, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    visible_vhosts(&caller, &b, Some(&v))?;
+    caller.vhosts(&b, Some(&v))?;
     let vhost = VhostName::from(v.as_str());
     let def = b.with_meta(|m| m.queue(&vhost, &name.as_str().into()).cloned());
     let def = def.ok_or_else(ApiError::not_found)?;
@@ -338,7 +326,7 @@ fn properties_key(b: &Binding) -> String {
 }
 
 pub async fn list_bindings(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
-    let vhosts = visible_vhosts(&caller, &b, None)?;
+    let vhosts = caller.vhosts(&b, None)?;
     let all = b.with_meta(|m| {
         let each = vhosts
             .iter()
@@ -353,7 +341,7 @@ pub async fn vhost_bindings(
     State(b): Shared,
     Path(v): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let vhosts = visible_vhosts(&caller, &b, Some(&v))?;
+    let vhosts = caller.vhosts(&b, Some(&v))?;
     let all = b.with_meta(|m| {
         vhosts
             .iter()
@@ -399,7 +387,7 @@ pub async fn purge_queue(
     State(b): Shared,
     Path((v, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    visible_vhosts(&caller, &b, Some(&v))?;
+    caller.vhosts(&b, Some(&v))?;
     if !caller.is_admin() && !caller.may_see(&b, &VhostName::from(v.as_str())) {
         return Err(ApiError::not_found());
     }
