@@ -23,6 +23,7 @@ use tern_core::routing::RoutingSnapshot;
 use crate::alarms::Alarms;
 use crate::auth::{self, LoginLimiter};
 use crate::config::Config;
+use crate::connection::ConnDetail;
 use crate::direct_reply::ReplyRegistry;
 use crate::queue_actor::{self, QueueCmd, QueueHandle};
 use crate::sink::{ConnEvent, ConnSink};
@@ -454,6 +455,32 @@ impl Broker {
             text: text.to_owned(),
         });
         true
+    }
+
+    /// Every open connection with what its task says of its channels and consumers. A
+    /// connection that does not answer within a second (stuck behind a full queue) is listed
+    /// without them.
+    pub async fn describe_connections(&self) -> Vec<(Arc<ConnInfo>, ConnDetail)> {
+        let asked: Vec<_> = {
+            let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            let mut asked: Vec<_> = conns
+                .values()
+                .map(|(sink, info)| {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    let _ = sink.send(ConnEvent::Describe { reply });
+                    (info.clone(), answer)
+                })
+                .collect();
+            asked.sort_by_key(|(i, _)| i.id);
+            asked
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut out = Vec::with_capacity(asked.len());
+        for (info, answer) in asked {
+            let detail = tokio::time::timeout_at(deadline, answer).await;
+            out.push((info, detail.ok().and_then(Result::ok).unwrap_or_default()));
+        }
+        out
     }
 
     pub fn unregister_connection(&self, id: ConnectionId) {

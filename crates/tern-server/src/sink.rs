@@ -29,6 +29,10 @@ pub enum ConnEvent {
     Confirmed { token: u64, ok: bool },
     /// Close the connection with this code and text (operator action, shutdown).
     Close { code: ReplyCode, text: String },
+    /// Say what channels and consumers the connection has (the management API).
+    Describe {
+        reply: tokio::sync::oneshot::Sender<crate::connection::ConnDetail>,
+    },
 }
 
 /// Unbounded because what flows through it is bounded elsewhere: deliveries by consumer credit

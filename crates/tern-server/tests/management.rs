@@ -4,50 +4,11 @@
 
 mod common;
 
+use common::api::Api;
 use common::lapin_support as lp;
 use common::{within, TestBroker};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-struct Api {
-    base: String,
-    http: Client,
-}
-
-impl Api {
-    fn of(broker: &TestBroker) -> Api {
-        let addr = broker.handle().management_addr();
-        Api {
-            base: format!("http://127.0.0.1:{}", addr.port()),
-            http: Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        auth: Option<(&str, &str)>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some((u, p)) = auth {
-            req = req.basic_auth(u, Some(p));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = within("http", req.send()).await.expect("http request");
-        let status = resp.status();
-        let text = within("http body", resp.text()).await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn guest(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(method, path, Some(("guest", "guest")), body)
-            .await
-    }
-}
 
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/whoami"),
@@ -82,6 +43,22 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/connections/x"),
     ("DELETE", "/api/connections/x"),
     ("GET", "/api/vhosts/%2F/connections"),
+    ("GET", "/api/channels"),
+    ("GET", "/api/channels/x"),
+    ("GET", "/api/connections/x/channels"),
+    ("GET", "/api/vhosts/%2F/channels"),
+    ("GET", "/api/consumers"),
+    ("GET", "/api/consumers/%2F"),
+    ("POST", "/api/exchanges/%2F/amq.default/publish"),
+    ("POST", "/api/queues/%2F/q/get"),
+    ("GET", "/api/exchanges/%2F/amq.direct/bindings/source"),
+    ("GET", "/api/exchanges/%2F/amq.direct/bindings/destination"),
+    ("GET", "/api/queues/%2F/q/bindings"),
+    ("GET", "/api/bindings/%2F/e/amq.direct/q/q"),
+    ("GET", "/api/bindings/%2F/e/amq.direct/e/amq.topic"),
+    ("POST", "/api/bindings/%2F/e/amq.direct/e/amq.topic"),
+    ("GET", "/api/bindings/%2F/e/amq.direct/q/q/~"),
+    ("DELETE", "/api/bindings/%2F/e/amq.direct/q/q/~"),
     ("GET", "/api/definitions"),
     ("POST", "/api/definitions"),
     ("GET", "/api/health/checks/alarms"),
@@ -362,9 +339,12 @@ async fn exchanges_queues_and_bindings_are_declared_listed_and_deleted() {
         StatusCode::CREATED
     );
     let (_, bindings) = api.guest(Method::GET, "/api/bindings/%2F", None).await;
+    // As in RabbitMQ, the default exchange's implicit binding is listed first.
     assert_eq!(
         bindings,
-        json!([{"source": "orders", "vhost": "/", "destination": "billing",
+        json!([{"source": "", "vhost": "/", "destination": "billing",
+        "destination_type": "queue", "routing_key": "billing", "arguments": {}, "properties_key": "billing"},
+        {"source": "orders", "vhost": "/", "destination": "billing",
         "destination_type": "queue", "routing_key": "order.#", "arguments": {}, "properties_key": "order.#"}])
     );
     // A message published over AMQP shows in the queue's counts.

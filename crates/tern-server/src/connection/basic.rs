@@ -585,6 +585,10 @@ impl Connection {
                 channel: ch,
                 tag: tag.clone(),
                 queue_slot: slot,
+                no_ack: m.no_ack,
+                exclusive: m.exclusive,
+                prefetch: channel.consumer_prefetch,
+                arguments: m.arguments.clone(),
             },
         );
         let sink = self.sink.clone();

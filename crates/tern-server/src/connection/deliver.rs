@@ -18,6 +18,11 @@ pub struct ConsumerInfo {
     pub tag: ShortStr,
     /// Index of its queue in the channel's queue list.
     pub queue_slot: usize,
+    /// What basic.consume asked for, as operators see it (`/api/consumers`).
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub prefetch: u16,
+    pub arguments: tern_amqp::FieldTable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +99,7 @@ impl Unacked {
         out
     }
 
-    #[cfg(test)]
+    /// Deliveries waiting for an ack.
     pub fn len(&self) -> usize {
         self.live
     }

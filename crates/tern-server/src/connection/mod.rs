@@ -11,6 +11,7 @@
 //! - `channel`: per-channel state and the channel/exchange/queue class methods.
 //! - `basic`: publish (with confirms and tx), consume, cancel, get, ack/nack/reject, qos.
 //! - `deliver`: turning queue deliveries into basic.deliver frames and tracking delivery tags.
+//! - `describe`: what operators see of its channels and consumers.
 //! - `reply_to`: direct reply-to (the `amq.rabbitmq.reply-to` pseudo-queue).
 
 mod authz;
@@ -18,6 +19,7 @@ mod basic;
 mod channel;
 mod confirms;
 mod deliver;
+mod describe;
 mod handshake;
 mod reply_to;
 
@@ -42,6 +44,7 @@ use crate::sink::{ConnEvent, ConnSink};
 use basic::PendingBatches;
 use channel::Channel;
 use deliver::ConsumerInfo;
+pub use describe::{ChannelDetail, ConnDetail, ConsumerDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -558,6 +561,9 @@ impl Connection {
             } => self.on_direct_reply(channel, &suffix, &message),
             ConnEvent::Close { code, text } => self.close_connection(AmqpError::new(code, text)),
             ConnEvent::Confirmed { token, ok } => self.on_confirmed(token, ok),
+            ConnEvent::Describe { reply } => {
+                let _ = reply.send(self.describe());
+            }
         }
     }
 }

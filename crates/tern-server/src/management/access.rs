@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
@@ -14,6 +14,7 @@ use tern_core::meta::{MetaCommand, MetaOutcome};
 use tern_core::names::{UserName, VhostName};
 
 use super::auth::Caller;
+use super::pages::{page, ListQuery};
 use super::{apply, created_or_updated, ApiError, ApiResult};
 use crate::auth::hash_password;
 use crate::broker::Broker;
@@ -37,10 +38,14 @@ pub fn user_json(u: &UserDef) -> Value {
            "tags": tags, "limits": {}})
 }
 
-pub async fn list_users(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+pub async fn list_users(
+    caller: Caller,
+    State(b): Shared,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let users = b.with_meta(|m| m.access().users().map(user_json).collect::<Vec<_>>());
-    Ok(Json(Value::Array(users)))
+    Ok(Json(page(&q, users)?))
 }
 
 pub async fn get_user(
@@ -156,9 +161,13 @@ fn vhost_json(name: &VhostName) -> Value {
            "default_queue_type": "classic", "metadata": {"description": "", "tags": []}})
 }
 
-pub async fn list_vhosts(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+pub async fn list_vhosts(
+    caller: Caller,
+    State(b): Shared,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let seen = caller.vhosts(&b, None)?.iter().map(vhost_json).collect();
-    Ok(Json(Value::Array(seen)))
+    Ok(Json(page(&q, seen)?))
 }
 
 pub async fn get_vhost(

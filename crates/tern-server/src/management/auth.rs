@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use base64::Engine;
+use tern_core::meta::access::{Op, Resource};
 use tern_core::names::{UserName, VhostName};
 
 use super::ApiError;
@@ -56,6 +57,30 @@ impl Caller {
             return Ok(vec![v]);
         }
         Ok(all.into_iter().filter(|v| self.may_see(b, v)).collect())
+    }
+
+    /// Act on a resource as an AMQP client of this user would: 401 with RabbitMQ's refusal
+    /// text when its permissions in `vhost` do not allow `op` on `name`.
+    pub fn permit(
+        &self,
+        b: &Broker,
+        vhost: &VhostName,
+        kind: Resource,
+        name: &str,
+        op: Op,
+    ) -> Result<(), ApiError> {
+        let user = UserName::from(self.name.as_str());
+        let refused = || tern_core::meta::access::refused(kind, name, vhost, &user);
+        let access = b.vhost_access(vhost, &user).ok_or_else(|| {
+            if b.vhost_exists(vhost) {
+                unauthorized(&refused().message)
+            } else {
+                ApiError::not_found()
+            }
+        })?;
+        access
+            .check(kind, name, op)
+            .map_err(|e| unauthorized(&e.message))
     }
 
     /// Whether the caller may see `vhost` (it has permissions there, or sees all).

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
@@ -13,6 +13,8 @@ use tern_amqp::ReplyCode;
 
 use super::auth::Caller;
 use super::objects::table_json;
+use super::pages::{page, ListQuery};
+use super::NODE;
 use super::{ApiError, ApiResult};
 use crate::broker::{Broker, ConnInfo};
 
@@ -20,7 +22,7 @@ type Shared = State<Arc<Broker>>;
 
 fn connection_json(c: &ConnInfo) -> Value {
     json!({
-        "name": c.name, "node": "tern@localhost", "vhost": c.vhost, "user": c.user,
+        "name": c.name, "node": NODE, "vhost": c.vhost, "user": c.user,
         "state": "running", "type": "network", "protocol": "AMQP 0-9-1",
         "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
         "host": c.local.ip().to_string(), "port": c.local.port(),
@@ -40,8 +42,12 @@ fn visible(caller: &Caller, b: &Broker, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-pub async fn list_connections(caller: Caller, State(b): Shared) -> Json<Value> {
-    Json(Value::Array(visible(&caller, &b, None)))
+pub async fn list_connections(
+    caller: Caller,
+    State(b): Shared,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(page(&q, visible(&caller, &b, None))?))
 }
 
 pub async fn vhost_connections(

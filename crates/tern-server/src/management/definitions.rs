@@ -18,9 +18,8 @@ use tern_core::routing::Destination;
 
 use super::access::{permission_json, upsert_user, user_json};
 use super::auth::Caller;
-use super::objects::{
-    binding_json, exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json,
-};
+use super::bindings::binding_json;
+use super::objects::{exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json};
 use super::{apply, ApiError, ApiResult};
 use crate::broker::Broker;
 

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::NODE;
 use crate::broker::Broker;
 
 pub async fn overview(caller: Caller, State(b): Shared) -> Json<Value> {
@@ -25,15 +26,15 @@ pub async fn overview(caller: Caller, State(b): Shared) -> Json<Value> {
         "rabbitmq_version": version,
         "product_name": "Tern",
         "product_version": version,
-        "cluster_name": "tern@localhost",
-        "node": "tern@localhost",
+        "cluster_name": NODE,
+        "node": NODE,
         "object_totals": {
             "connections": b.open_connections(),
             "queues": queues,
             "exchanges": exchanges,
             "vhosts": vhosts,
         },
-        "listeners": [{"node": "tern@localhost", "protocol": "amqp", "port": b.config.amqp_port}],
+        "listeners": [{"node": NODE, "protocol": "amqp", "port": b.config.amqp_port}],
     }))
 }
 
@@ -54,10 +55,10 @@ pub async fn alarms(_: Caller, State(b): Shared) -> Response {
     }
     let mut alarms = Vec::new();
     if state.disk {
-        alarms.push(json!({"node": "tern@localhost", "resource": "disk_free_limit"}));
+        alarms.push(json!({"node": NODE, "resource": "disk_free_limit"}));
     }
     if state.memory {
-        alarms.push(json!({"node": "tern@localhost", "resource": "memory"}));
+        alarms.push(json!({"node": NODE, "resource": "memory"}));
     }
     failed(
         json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms}),

@@ -7,15 +7,23 @@
 //! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
 //! - `health`: `/api/overview` and `/api/health/checks/*`;
 //! - `connections`: `/api/connections`, listing and closing;
+//! - `channels`: `/api/channels` and `/api/consumers`, asked of the connections;
 //! - `definitions`: `/api/definitions`, export and import in RabbitMQ's format;
-//! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`.
+//! - `messages`: publishing to an exchange and getting from a queue;
+//! - `objects`: `/api/exchanges`, `/api/queues`;
+//! - `bindings`: `/api/bindings` in all its forms;
+//! - `pages`: sorting, filtering and pagination of the lists.
 
 mod access;
 mod auth;
+mod bindings;
+mod channels;
 mod connections;
 mod definitions;
 mod health;
+mod messages;
 mod objects;
+mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +39,9 @@ use tokio::sync::watch;
 use tern_core::meta::{MetaCommand, MetaOutcome};
 
 use crate::broker::Broker;
+
+/// The node's name as the API reports it (RabbitMQ's `rabbit@host`).
+pub const NODE: &str = "tern@localhost";
 
 /// An error as RabbitMQ's API answers it: a status and `{"error": ..., "reason": ...}`.
 pub struct ApiError {
@@ -118,6 +129,18 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/vhosts/{vhost}/connections",
             get(connections::vhost_connections),
         )
+        .route(
+            "/api/connections/{name}/channels",
+            get(channels::connection_channels),
+        )
+        .route("/api/channels", get(channels::list_channels))
+        .route("/api/channels/{name}", get(channels::get_channel))
+        .route(
+            "/api/vhosts/{vhost}/channels",
+            get(channels::vhost_channels),
+        )
+        .route("/api/consumers", get(channels::list_consumers))
+        .route("/api/consumers/{vhost}", get(channels::vhost_consumers))
         .route("/api/permissions", get(access::list_permissions))
         .route(
             "/api/permissions/{vhost}/{user}",
@@ -133,6 +156,14 @@ fn router(broker: Arc<Broker>) -> Router {
                 .put(objects::put_exchange)
                 .delete(objects::delete_exchange),
         )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            axum::routing::post(messages::publish),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/get",
+            axum::routing::post(messages::get),
+        )
         .route("/api/queues", get(objects::list_queues))
         .route("/api/queues/{vhost}", get(objects::vhost_queues))
         .route(
@@ -145,11 +176,23 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/queues/{vhost}/{name}/contents",
             axum::routing::delete(objects::purge_queue),
         )
-        .route("/api/bindings", get(objects::list_bindings))
-        .route("/api/bindings/{vhost}", get(objects::vhost_bindings))
+        .route("/api/bindings", get(bindings::list_bindings))
+        .route("/api/bindings/{vhost}", get(bindings::vhost_bindings))
         .route(
-            "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
-            axum::routing::post(objects::bind_queue),
+            "/api/bindings/{vhost}/e/{exchange}/{kind}/{dest}",
+            get(bindings::between).post(bindings::bind),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{exchange}/{kind}/{dest}/{props}",
+            get(bindings::get_one).delete(bindings::unbind),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/{side}",
+            get(bindings::of_exchange),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::of_queue),
         )
         .route(
             "/api/definitions",

@@ -4,16 +4,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
-use tern_amqp::{FieldTable, FieldValue, ShortStr};
-use tern_core::meta::{Binding, ExchangeDef, MetaCommand, QueueDef};
+use tern_amqp::{FieldTable, FieldValue};
+use tern_core::meta::{ExchangeDef, MetaCommand, QueueDef};
 use tern_core::names::{ConnectionId, VhostName};
-use tern_core::routing::{Destination, ExchangeKind};
+use tern_core::routing::ExchangeKind;
 
 use super::auth::Caller;
+use super::pages::{page, ListQuery};
+use super::NODE;
 use super::{apply, created_or_updated, ApiError, ApiResult};
 use crate::broker::Broker;
 use crate::queue_actor::QueueCmd;
@@ -65,7 +67,7 @@ fn json_value(v: &Value) -> FieldValue {
     }
 }
 
-fn json_table(o: &Map<String, Value>) -> FieldTable {
+pub fn json_table(o: &Map<String, Value>) -> FieldTable {
     let mut t = FieldTable::new();
     for (k, v) in o {
         t.insert(k.as_str(), json_value(v));
@@ -100,16 +102,21 @@ fn exchanges_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Ve
     }))
 }
 
-pub async fn list_exchanges(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(exchanges_in(&caller, &b, None)?)))
+pub async fn list_exchanges(
+    caller: Caller,
+    State(b): Shared,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(page(&q, exchanges_in(&caller, &b, None)?)?))
 }
 
 pub async fn vhost_exchanges(
     caller: Caller,
     State(b): Shared,
     Path(v): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(exchanges_in(&caller, &b, Some(&v))?)))
+    Ok(Json(page(&q, exchanges_in(&caller, &b, Some(&v))?)?))
 }
 
 pub async fn get_exchange(
@@ -200,7 +207,7 @@ async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
     let total = u64::from(stats.messages) + u64::from(stats.unacked);
     json!({"name": q.name.as_str(), "vhost": vhost.as_str(), "durable": q.durable,
            "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner.is_some(),
-           "arguments": table_json(&q.arguments), "node": "tern@localhost", "state": "running",
+           "arguments": table_json(&q.arguments), "node": NODE, "state": "running",
            "type": "classic", "messages": total, "messages_ready": stats.messages,
            "messages_unacknowledged": stats.unacked, "consumers": stats.consumers})
 }
@@ -220,16 +227,21 @@ async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult
     Ok(out)
 }
 
-pub async fn list_queues(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(queues_in(&caller, &b, None).await?)))
+pub async fn list_queues(
+    caller: Caller,
+    State(b): Shared,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(page(&q, queues_in(&caller, &b, None).await?)?))
 }
 
 pub async fn vhost_queues(
     caller: Caller,
     State(b): Shared,
     Path(v): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(Value::Array(queues_in(&caller, &b, Some(&v)).await?)))
+    Ok(Json(page(&q, queues_in(&caller, &b, Some(&v)).await?)?))
 }
 
 pub async fn get_queue(
@@ -298,87 +310,6 @@ pub async fn delete_queue(
         Ok(Err(e)) => Err(ApiError::bad_request(e.message)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
-}
-
-pub fn binding_json(vhost: &VhostName, b: &Binding) -> Value {
-    let (kind, dest) = match &b.destination {
-        Destination::Queue(q) => ("queue", q.as_str()),
-        Destination::Exchange(x) => ("exchange", x.as_str()),
-    };
-    json!({"source": b.source.as_str(), "vhost": vhost.as_str(), "destination": dest,
-           "destination_type": kind, "routing_key": b.routing_key.as_str(),
-           "arguments": table_json(&b.arguments), "properties_key": properties_key(b)})
-}
-
-/// RabbitMQ's properties_key: the routing key (`~` when empty), plus a hash of the arguments.
-fn properties_key(b: &Binding) -> String {
-    let key = if b.routing_key.is_empty() {
-        "~".to_string()
-    } else {
-        b.routing_key.to_string()
-    };
-    if b.arguments.0.is_empty() {
-        return key;
-    }
-    let mut raw = bytes::BytesMut::new();
-    b.arguments.encode(&mut raw);
-    format!("{key}~{:08x}", crc32c::crc32c(&raw))
-}
-
-pub async fn list_bindings(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
-    let vhosts = caller.vhosts(&b, None)?;
-    let all = b.with_meta(|m| {
-        let each = vhosts
-            .iter()
-            .flat_map(|v| m.bindings(v).map(move |x| binding_json(v, x)));
-        each.collect()
-    });
-    Ok(Json(Value::Array(all)))
-}
-
-pub async fn vhost_bindings(
-    caller: Caller,
-    State(b): Shared,
-    Path(v): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let vhosts = caller.vhosts(&b, Some(&v))?;
-    let all = b.with_meta(|m| {
-        vhosts
-            .iter()
-            .flat_map(|v| m.bindings(v).map(move |x| binding_json(v, x)))
-            .collect()
-    });
-    Ok(Json(Value::Array(all)))
-}
-
-/// POST `/api/bindings/{vhost}/e/{exchange}/q/{queue}`: bind, `routing_key` and `arguments`
-/// from the body; 201 with a Location, as RabbitMQ answers.
-pub async fn bind_queue(
-    caller: Caller,
-    State(b): Shared,
-    Path((v, x, q)): Path<(String, String, String)>,
-    Json(body): Json<Value>,
-) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
-    let key = body
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let binding = Binding {
-        source: x.as_str().into(),
-        destination: Destination::Queue(q.as_str().into()),
-        routing_key: ShortStr::from(key),
-        arguments: json_arguments(&body),
-    };
-    apply(
-        &b,
-        MetaCommand::Bind {
-            vhost: v.as_str().into(),
-            binding,
-        },
-    )
-    .await?;
-    Ok(StatusCode::CREATED)
 }
 
 /// DELETE `/api/queues/{vhost}/{name}/contents`: purge (ready messages; unacked ones stay).

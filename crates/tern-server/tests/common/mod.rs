@@ -22,12 +22,14 @@
 //! handshake timeout, shutdown) print that they are skipped and pass.
 //!
 //! - `raw`: a tiny hand-written AMQP 0-9-1 client for what only raw bytes can do.
+//! - `api`: the management HTTP API through reqwest.
 //! - `lapin_support` / `amqprs_support`: connection, error capture and consuming helpers for the
 //!   two client libraries.
 
 #![allow(dead_code)]
 
 pub mod amqprs_support;
+pub mod api;
 pub mod lapin_support;
 pub mod raw;
 
