@@ -8,7 +8,8 @@
 //! - `health`: `/api/overview` and `/api/health/checks/*`;
 //! - `connections`: `/api/connections`, listing and closing;
 //! - `definitions`: `/api/definitions`, export and import in RabbitMQ's format;
-//! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`.
+//! - `objects`: `/api/exchanges`, `/api/queues`, `/api/bindings`;
+//! - `ui`: the web UI at `/` (static assets, no auth: its API calls carry the credentials).
 
 mod access;
 mod auth;
@@ -16,6 +17,7 @@ mod connections;
 mod definitions;
 mod health;
 mod objects;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,6 +168,7 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/health/checks/port-listener/{port}",
             get(health::port_listener),
         )
+        .merge(ui::routes())
         .fallback(|_: auth::Caller| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(broker)
