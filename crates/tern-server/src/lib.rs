@@ -15,7 +15,8 @@
 //!   queue.
 //! - [`tls`]: the amqps listener's rustls configuration and certificate user names.
 //! - `harness`: a broker without a listener, to drive a connection from raw bytes (fuzzing).
-//! - `management`: the HTTP API, RabbitMQ's paths and fields (users, vhosts, permissions, health).
+//! - `management`: the HTTP API, RabbitMQ's paths and fields (users, vhosts, permissions, health),
+//!   and the web UI it serves at `/`.
 //! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!

@@ -12,7 +12,8 @@
 //! - `messages`: publishing to an exchange and getting from a queue;
 //! - `objects`: `/api/exchanges`, `/api/queues`;
 //! - `bindings`: `/api/bindings` in all its forms;
-//! - `pages`: sorting, filtering and pagination of the lists.
+//! - `pages`: sorting, filtering and pagination of the lists;
+//! - `ui`: the web UI at `/` (static assets, no auth: its API calls carry the credentials).
 
 mod access;
 mod auth;
@@ -24,6 +25,7 @@ mod health;
 mod messages;
 mod objects;
 mod pages;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -209,6 +211,7 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/health/checks/port-listener/{port}",
             get(health::port_listener),
         )
+        .merge(ui::routes())
         .fallback(|_: auth::Caller| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(broker)
