@@ -55,6 +55,21 @@ impl Alarms {
         }
     }
 
+    /// The memory high watermark in bytes, as now set.
+    pub fn memory_high_watermark(&self) -> u64 {
+        self.memory_high_watermark_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The free-disk limit in bytes, as now set.
+    pub fn disk_free_limit(&self) -> u64 {
+        self.disk_free_limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Which alarms are on now.
+    pub fn state(&self) -> AlarmState {
+        *self.state.borrow()
+    }
+
     pub fn set_memory_high_watermark(&self, bytes: u64) {
         self.memory_high_watermark_bytes
             .store(bytes, Ordering::Relaxed);

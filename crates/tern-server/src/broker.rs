@@ -25,6 +25,7 @@ use crate::auth::{self, LoginLimiter};
 use crate::config::Config;
 use crate::connection::ConnDetail;
 use crate::direct_reply::ReplyRegistry;
+use crate::metrics::{Counter, Counters};
 use crate::queue_actor::{self, QueueCmd, QueueHandle};
 use crate::sink::{ConnEvent, ConnSink};
 
@@ -53,6 +54,8 @@ pub struct Broker {
     pub alarms: Arc<Alarms>,
     /// Failed logins per source address.
     pub logins: LoginLimiter,
+    /// Message and connection totals (Prometheus, `/api/overview`).
+    pub metrics: Counters,
 }
 
 /// An open connection as operators see it.
@@ -131,6 +134,7 @@ impl Broker {
                 config.login_failure_window,
                 config.login_failure_addresses,
             ),
+            metrics: Counters::default(),
             config,
         })
     }
@@ -156,6 +160,15 @@ impl Broker {
             generation,
             snapshot,
         }
+    }
+
+    /// Every running queue, ordered by vhost and name (for scrapes: taken under the registry's
+    /// read lock, so it never waits for a queue).
+    pub fn queue_handles(&self) -> Vec<QueueHandle> {
+        let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(&QueueKey, &QueueHandle)> = queues.iter().collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter().map(|(_, q)| q.clone()).collect()
     }
 
     pub fn queue(&self, vhost: &VhostName, name: &QueueName) -> Option<QueueHandle> {
@@ -434,6 +447,7 @@ impl Broker {
     pub fn register_connection(&self, id: ConnectionId, sink: ConnSink, info: Arc<ConnInfo>) {
         let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         conns.insert(id, (sink, info));
+        self.metrics.add(Counter::ConnectionsOpened, 1);
     }
 
     /// What is known of every open connection (the management API's `/api/connections`).
@@ -485,7 +499,9 @@ impl Broker {
 
     pub fn unregister_connection(&self, id: ConnectionId) {
         let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        conns.remove(&id);
+        if conns.remove(&id).is_some() {
+            self.metrics.add(Counter::ConnectionsClosed, 1);
+        }
     }
 
     /// Ask every open connection to close with `code` (e.g. 320 CONNECTION_FORCED at shutdown).

@@ -73,6 +73,8 @@ pub struct Config {
     pub login_failure_addresses: usize,
     /// The management HTTP API's port (RabbitMQ: 15672); 0 picks a free one.
     pub management_port: u16,
+    /// The Prometheus /metrics port (RabbitMQ: 15692); 0 picks a free one
+    pub prometheus_port: u16,
     /// Largest request body the management API takes (RabbitMQ: 20 MiB).
     pub management_max_body_bytes: usize,
     /// The amqps (TLS) listener's port; 0 picks a free one. Only used with `tls`.
@@ -113,6 +115,7 @@ impl Default for Config {
             login_failure_window: Duration::from_secs(60),
             login_failure_addresses: 65_536,
             management_port: 15672,
+            prometheus_port: 15692,
             management_max_body_bytes: 20 * 1024 * 1024,
             amqps_port: 5671,
             tls: None,
@@ -150,6 +153,7 @@ impl Config {
             amqp_port: 0,
             amqps_port: 0,
             management_port: 0,
+            prometheus_port: 0,
             data_dir: dir,
             ..Config::default()
         }

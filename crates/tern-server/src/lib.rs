@@ -17,6 +17,9 @@
 //! - `harness`: a broker without a listener, to drive a connection from raw bytes (fuzzing).
 //! - `management`: the HTTP API, RabbitMQ's paths and fields (users, vhosts, permissions, health),
 //!   and the web UI it serves at `/`.
+//! - `metrics`: the node's message and connection counters (batched from each connection).
+//! - `prometheus`: `/metrics` in Prometheus' text format, RabbitMQ's series names, on its own
+//!   port.
 //! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
@@ -33,6 +36,8 @@ mod direct_reply;
 pub mod harness;
 mod listener;
 mod management;
+mod metrics;
+mod prometheus;
 mod queue_actor;
 mod sink;
 pub mod tls;
@@ -54,6 +59,7 @@ pub struct ServerHandle {
     amqp_addr: SocketAddr,
     amqps_addr: Option<SocketAddr>,
     management_addr: SocketAddr,
+    prometheus_addr: SocketAddr,
     broker: Arc<Broker>,
     stop: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -83,6 +89,11 @@ impl ServerHandle {
     /// The management HTTP API's address.
     pub fn management_addr(&self) -> SocketAddr {
         self.management_addr
+    }
+
+    /// The Prometheus `/metrics` listener's address.
+    pub fn prometheus_addr(&self) -> SocketAddr {
+        self.prometheus_addr
     }
 
     /// The amqps (TLS) listener's address, when TLS is configured.
@@ -161,6 +172,8 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     }
     let management_addr = management::spawn(broker.clone(), stopped.clone()).await?;
     tracing::info!(%management_addr, "management API listening");
+    let prometheus_addr = prometheus::spawn(broker.clone(), stopped.clone()).await?;
+    tracing::info!(%prometheus_addr, "Prometheus metrics listening");
     let mut accept_tasks = Vec::new();
     let mut amqps_addr = None;
     if let Some(acceptor) = tls {
@@ -183,6 +196,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         amqp_addr,
         amqps_addr,
         management_addr,
+        prometheus_addr,
         broker,
         stop,
         accept_tasks,

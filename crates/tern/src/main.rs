@@ -67,6 +67,9 @@ struct ServerArgs {
     /// The management HTTP API's port (0: any free one).
     #[arg(long, default_value_t = 15672)]
     management_port: u16,
+    /// The Prometheus /metrics port (RabbitMQ's 15692; 0: any free one).
+    #[arg(long, default_value_t = 15692)]
+    prometheus_port: u16,
     /// Resident memory above which publishers are blocked: a fraction of RAM (0.4, as
     /// RabbitMQ) or a number of bytes.
     #[arg(long)]
@@ -129,6 +132,7 @@ impl ServerArgs {
         }
         config.amqps_port = self.amqps_port;
         config.management_port = self.management_port;
+        config.prometheus_port = self.prometheus_port;
         if let Some(w) = self.vm_memory_high_watermark {
             config.memory_high_watermark = if w <= 1.0 {
                 tern_server::config::MemoryWatermark::Fraction(w)

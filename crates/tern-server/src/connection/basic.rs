@@ -25,6 +25,7 @@ use super::confirms::Answer;
 use super::deliver::{ConsumerInfo, UnackedEntry};
 use super::reply_to::is_reply_address;
 use super::Connection;
+use crate::metrics::Counter;
 use crate::queue_actor::store::ConfirmRequest;
 use crate::queue_actor::{QueueCmd, QueueHandle};
 
@@ -44,6 +45,9 @@ pub struct PartialPublish {
 #[derive(Default)]
 pub struct ConfirmState {
     pub next_seq: u64,
+    /// The highest sequence number basic.ack / basic.nack has answered (confirms are counted
+    /// per message, and one multiple ack covers many).
+    pub answered_through: u64,
 }
 
 #[derive(Default)]
@@ -300,6 +304,7 @@ impl Connection {
         if queues.is_empty() && p.method.mandatory {
             self.send_return(ch, &message);
         }
+        self.count_publish(reply || !queues.is_empty(), p.method.mandatory);
         let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
@@ -317,10 +322,22 @@ impl Connection {
             self.pending.add_publish(q, &message);
         }
         if let Some(confirm) = channel.confirm.as_mut() {
+            self.counts.add(Counter::ReceivedConfirm, 1);
             confirm.next_seq += 1;
             self.pending.add_confirm(ch, confirm.next_seq);
         }
         Ok(())
+    }
+
+    /// RabbitMQ's publish counters: received, then routed, returned or dropped.
+    fn count_publish(&mut self, routed: bool, mandatory: bool) {
+        self.counts.add(Counter::Received, 1);
+        let outcome = match (routed, mandatory) {
+            (true, _) => Counter::Routed,
+            (false, true) => Counter::UnroutableReturned,
+            (false, false) => Counter::UnroutableDropped,
+        };
+        self.counts.add(outcome, 1);
     }
 
     /// Write on the exchange, and the topic permission on the key (RabbitMQ checks both before
@@ -459,9 +476,17 @@ impl Connection {
     fn send_answers(&mut self, answers: Vec<(Answer, bool)>) {
         for (answer, ok) in answers {
             let (ch, method) = answer.method(ok);
-            if self.channels.get(&ch).is_some_and(|c| !c.closing) {
-                self.send_method(ch, &method);
+            let Some(channel) = self.channels.get_mut(&ch).filter(|c| !c.closing) else {
+                continue;
+            };
+            if let (Answer::Ack { seq, .. }, Some(confirm)) = (answer, channel.confirm.as_mut()) {
+                let covered = seq.saturating_sub(confirm.answered_through);
+                confirm.answered_through = confirm.answered_through.max(seq);
+                if ok {
+                    self.counts.add(Counter::Confirmed, covered);
+                }
             }
+            self.send_method(ch, &method);
         }
     }
 
@@ -478,6 +503,9 @@ impl Connection {
                 method_id,
             )
         })?;
+        if matches!(how, Settle::Ack) {
+            self.counts.add(Counter::Acknowledged, entries.len() as u64);
+        }
         let mut cmds = settle_commands(&channel.queues, channel.key, entries, how);
         if channel.channel_credit.is_some() && channel.queues.len() > 1 {
             // Settling frees channel-wide (global qos) credit that other queues may be waiting
@@ -671,6 +699,7 @@ impl Connection {
             .ok()
             .flatten();
         let Some(got) = got else {
+            self.counts.add(Counter::GetEmpty, 1);
             self.send_method(ch, &Method::BasicGetEmpty(Default::default()));
             return Ok(());
         };
@@ -697,6 +726,12 @@ impl Connection {
         });
         self.send_method(ch, &ok);
         self.send_content(ch, &got.message);
+        let kind = if no_ack {
+            Counter::DeliveredGetAutoAck
+        } else {
+            Counter::DeliveredGetManualAck
+        };
+        self.count_delivery(kind, got.redelivered);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use tern_core::names::ConsumerId;
 use tern_core::queue::{Delivery, MsgId};
 
 use super::Connection;
+use crate::metrics::Counter;
 use crate::queue_actor::{QueueCmd, QueueHandle};
 
 /// A consumer as its connection knows it.
@@ -179,7 +180,22 @@ impl Connection {
             key,
         );
         self.send_content(ch, &d.message);
+        let kind = if d.no_ack {
+            Counter::DeliveredConsumeAutoAck
+        } else {
+            Counter::DeliveredConsumeManualAck
+        };
+        self.count_delivery(kind, d.redelivered);
         true
+    }
+
+    /// A delivery (consume or get) for RabbitMQ's global counters.
+    pub(super) fn count_delivery(&mut self, kind: Counter, redelivered: bool) {
+        self.counts.add(Counter::Delivered, 1);
+        self.counts.add(kind, 1);
+        if redelivered {
+            self.counts.add(Counter::Redelivered, 1);
+        }
     }
 
     async fn requeue_orphans(&mut self, queue: &QueueHandle, orphans: Vec<Delivery>) {
@@ -276,6 +292,7 @@ impl Connection {
                     .await;
             }
         }
+        self.broker.metrics.absorb(&mut self.counts);
     }
 }
 

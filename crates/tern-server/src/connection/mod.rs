@@ -143,6 +143,8 @@ pub struct Connection {
     /// With `done`: close-ok answered a close we sent, so the socket goes at once (the client
     /// sent its last frame); otherwise we wait for the client to hang up after our close-ok.
     hang_up: bool,
+    /// Message counts since the last wake-up, handed to `broker.metrics` before each write.
+    counts: crate::metrics::LocalCounts,
 }
 
 /// A client's byte stream: plain TCP, or TLS over TCP.
@@ -239,6 +241,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
         blocked_sent: false,
         done: false,
         hang_up: false,
+        counts: Default::default(),
     };
     broker.register_connection(id, conn.sink.clone(), info);
     let result = conn.run(stream, buf, events, negotiated.heartbeat).await;
@@ -381,6 +384,8 @@ impl Connection {
                 }
             }
             paused = self.follow_alarms(*alarms.borrow_and_update());
+            // Before the write: what a client has seen is counted by the next scrape.
+            self.broker.metrics.absorb(&mut self.counts);
             if !self.out.is_empty() {
                 writer.write_all(&self.out).await?;
                 self.out.clear();

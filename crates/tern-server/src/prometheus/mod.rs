@@ -1,0 +1,321 @@
+//! `/metrics` for Prometheus on its own port (RabbitMQ's 15692), with RabbitMQ's series names
+//! so its Grafana dashboards and alert rules work unchanged. No authentication, as RabbitMQ's
+//! plugin by default.
+//!
+//! Both `/metrics` and `/metrics/per-object` serve the per-queue series (RabbitMQ with
+//! `prometheus.return_per_object_metrics = true`). Everything is gathered at scrape time: the
+//! node's counters (`crate::metrics`), the queues the registry holds now (so a deleted queue's
+//! series are gone from the next scrape), memory, disk and alarms.
+//!
+//! - `text`: the text exposition format (0.0.4), escaping included.
+
+mod text;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use tern_core::names::{QueueName, VhostName};
+
+use crate::broker::Broker;
+use crate::metrics::{Counter, Counters, EXPORTED};
+use crate::queue_actor::{QueueCmd, QueueHandle, QueueStats};
+use text::{Exposition, Kind, CONTENT_TYPE};
+
+/// How long a scrape waits for the queues' figures; a queue that has not answered by then
+/// (a long disk read, say) is left out of that scrape.
+const QUEUE_STATS_WAIT: Duration = Duration::from_secs(2);
+
+/// The node and cluster name, as the management API gives them.
+const NODE_NAME: &str = "tern@localhost";
+
+/// Bind the Prometheus listener and serve it until `stopped`.
+pub async fn spawn(
+    broker: Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let addr = (broker.config.bind, broker.config.prometheus_port);
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/metrics/per-object", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found\n") })
+        .with_state(broker);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "Prometheus listener failed");
+        }
+    });
+    Ok(local)
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    let body = render(&broker).await;
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// One queue's figures at scrape time.
+struct QueueRow {
+    vhost: VhostName,
+    name: QueueName,
+    stats: QueueStats,
+}
+
+/// What the operating system says about the node.
+struct NodeResources {
+    resident_bytes: Option<u64>,
+    disk_free_bytes: Option<u64>,
+}
+
+async fn render(broker: &Broker) -> String {
+    let handles = broker.queue_handles();
+    let queue_count = handles.len() as u64;
+    let queues = queue_rows(handles).await;
+    let node = node_resources(broker).await;
+    let mut x = Exposition::default();
+    global_counters(&mut x, &broker.metrics);
+    object_totals(&mut x, broker, queue_count, &queues);
+    per_queue(&mut x, &queues);
+    resources(&mut x, broker, &node);
+    identity(&mut x);
+    x.finish()
+}
+
+/// Ask every queue for its figures at once, then collect the answers until the deadline.
+async fn queue_rows(handles: Vec<QueueHandle>) -> Vec<QueueRow> {
+    let mut asks = Vec::with_capacity(handles.len());
+    for q in handles {
+        let (reply, answer) = oneshot::channel();
+        // Only publishes wait for inbox credit: this send never blocks.
+        if q.send(QueueCmd::Stats { reply }).await.is_ok() {
+            asks.push((q, answer));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + QUEUE_STATS_WAIT;
+    let mut rows = Vec::with_capacity(asks.len());
+    for (q, answer) in asks {
+        if let Ok(Ok(stats)) = tokio::time::timeout_at(deadline, answer).await {
+            rows.push(QueueRow {
+                vhost: q.0.vhost.clone(),
+                name: q.name().clone(),
+                stats,
+            });
+        }
+    }
+    rows
+}
+
+async fn node_resources(broker: &Broker) -> NodeResources {
+    let dir = broker.config.data_dir.clone();
+    let read = move || NodeResources {
+        resident_bytes: crate::alarms::resident_bytes().ok(),
+        disk_free_bytes: crate::alarms::free_bytes(&dir).ok(),
+    };
+    // statvfs can block on a sick file system: not on a runtime worker.
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or(NodeResources {
+            resident_bytes: None,
+            disk_free_bytes: None,
+        })
+}
+
+const PROTOCOL: (&str, &str) = ("protocol", "amqp091");
+/// Tern's queues are classic queues (RabbitMQ labels delivery counters by queue type).
+const QUEUE_TYPE: (&str, &str) = ("queue_type", "rabbit_classic_queue");
+
+/// `rabbitmq_global_messages_*_total` with RabbitMQ's labels, and the connection churn.
+fn global_counters(x: &mut Exposition, counters: &Counters) {
+    for (counter, name, help) in EXPORTED {
+        let value = counters.get(counter);
+        match counter {
+            Counter::ConnectionsOpened | Counter::ConnectionsClosed => {
+                x.single(&format!("rabbitmq_{name}"), Kind::Counter, help, value);
+            }
+            _ => {
+                x.family(&format!("rabbitmq_global_{name}"), Kind::Counter, help);
+                if is_queue_typed(counter) {
+                    x.sample(&[PROTOCOL, QUEUE_TYPE], value);
+                } else {
+                    x.sample(&[PROTOCOL], value);
+                }
+            }
+        }
+    }
+}
+
+/// RabbitMQ counts deliveries and acks per protocol and queue type, publishes per protocol.
+fn is_queue_typed(counter: Counter) -> bool {
+    matches!(
+        counter,
+        Counter::Delivered
+            | Counter::DeliveredConsumeManualAck
+            | Counter::DeliveredConsumeAutoAck
+            | Counter::DeliveredGetManualAck
+            | Counter::DeliveredGetAutoAck
+            | Counter::GetEmpty
+            | Counter::Redelivered
+            | Counter::Acknowledged
+    )
+}
+
+/// Node-wide object counts; `queue_count` counts every queue, answering or not.
+fn object_totals(x: &mut Exposition, broker: &Broker, queue_count: u64, queues: &[QueueRow]) {
+    let channels: usize = broker
+        .connection_infos()
+        .iter()
+        .map(|c| c.channels.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let consumers: u64 = queues.iter().map(|q| u64::from(q.stats.consumers)).sum();
+    let connections = broker.open_connections() as u64;
+    x.single(
+        "rabbitmq_connections",
+        Kind::Gauge,
+        "Connections currently open",
+        connections,
+    );
+    x.single(
+        "rabbitmq_channels",
+        Kind::Gauge,
+        "Channels currently open",
+        channels as u64,
+    );
+    x.single(
+        "rabbitmq_consumers",
+        Kind::Gauge,
+        "Consumers currently connected",
+        consumers,
+    );
+    x.single(
+        "rabbitmq_queues",
+        Kind::Gauge,
+        "Queues available",
+        queue_count,
+    );
+}
+
+/// Per-queue gauges, labelled `vhost` and `queue` as RabbitMQ's per-object metrics.
+fn per_queue(x: &mut Exposition, queues: &[QueueRow]) {
+    type Figure = fn(&QueueStats) -> u64;
+    let families: [(&str, &str, Figure); 4] = [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            |s| u64::from(s.messages),
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |s| u64::from(s.unacked),
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages - total queue depth",
+            |s| u64::from(s.messages) + u64::from(s.unacked),
+        ),
+        ("rabbitmq_queue_consumers", "Consumers on a queue", |s| {
+            u64::from(s.consumers)
+        }),
+    ];
+    for (name, help, figure) in families {
+        x.family(name, Kind::Gauge, help);
+        for q in queues {
+            let labels = [("vhost", q.vhost.as_str()), ("queue", q.name.as_str())];
+            x.sample(&labels, figure(&q.stats));
+        }
+    }
+}
+
+fn resources(x: &mut Exposition, broker: &Broker, node: &NodeResources) {
+    let alarms = &broker.alarms;
+    if let Some(used) = node.resident_bytes {
+        x.single(
+            "rabbitmq_process_resident_memory_bytes",
+            Kind::Gauge,
+            "Memory used in bytes",
+            used,
+        );
+    }
+    let limit = alarms.memory_high_watermark();
+    x.single(
+        "rabbitmq_resident_memory_limit_bytes",
+        Kind::Gauge,
+        "Memory high watermark in bytes",
+        limit,
+    );
+    if let Some(free) = node.disk_free_bytes {
+        x.single(
+            "rabbitmq_disk_space_available_bytes",
+            Kind::Gauge,
+            "Disk space available in bytes",
+            free,
+        );
+    }
+    let limit = alarms.disk_free_limit();
+    x.single(
+        "rabbitmq_disk_space_available_limit_bytes",
+        Kind::Gauge,
+        "Free disk space low watermark in bytes",
+        limit,
+    );
+    let state = alarms.state();
+    x.single(
+        "rabbitmq_alarms_memory_used_watermark",
+        Kind::Untyped,
+        "is 1 if VM memory watermark alarm is in effect",
+        u64::from(state.memory),
+    );
+    x.single(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        Kind::Untyped,
+        "is 1 if free disk space watermark alarm is in effect",
+        u64::from(state.disk),
+    );
+}
+
+/// RabbitMQ's dashboards join every series on `rabbitmq_identity_info` (node and cluster).
+fn identity(x: &mut Exposition) {
+    let version = env!("CARGO_PKG_VERSION");
+    x.family(
+        "rabbitmq_build_info",
+        Kind::Untyped,
+        "Tern version info (RabbitMQ's build_info)",
+    );
+    x.sample(
+        &[
+            ("rabbitmq_version", version),
+            ("product_name", "Tern"),
+            ("product_version", version),
+            ("prometheus_plugin_version", version),
+        ],
+        1,
+    );
+    x.family(
+        "rabbitmq_identity_info",
+        Kind::Untyped,
+        "RabbitMQ node & cluster identity info",
+    );
+    x.sample(
+        &[
+            ("rabbitmq_node", NODE_NAME),
+            ("rabbitmq_cluster", NODE_NAME),
+            ("rabbitmq_endpoint", "per-object"),
+        ],
+        1,
+    );
+}
