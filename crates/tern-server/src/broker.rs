@@ -79,6 +79,13 @@ pub struct ConnInfo {
     pub channels: AtomicUsize,
 }
 
+/// One queue's counts, as operators see them.
+pub struct QueueFigures {
+    pub vhost: VhostName,
+    pub name: QueueName,
+    pub stats: queue_actor::QueueStats,
+}
+
 /// One connection's place in its vhost's count; gives it back when dropped.
 pub struct VhostSlot {
     broker: Arc<Broker>,
@@ -169,6 +176,35 @@ impl Broker {
         let mut all: Vec<(&QueueKey, &QueueHandle)> = queues.iter().collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         all.into_iter().map(|(_, q)| q.clone()).collect()
+    }
+
+    /// Ask every queue in `handles` for its figures at once, then collect the answers until
+    /// `wait` has passed (a queue that has not answered by then is left out).
+    pub async fn queue_figures(
+        &self,
+        handles: Vec<QueueHandle>,
+        wait: std::time::Duration,
+    ) -> Vec<QueueFigures> {
+        let mut asks = Vec::with_capacity(handles.len());
+        for q in handles {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            // Only publishes wait for inbox credit: this send never blocks.
+            if q.send(QueueCmd::Stats { reply }).await.is_ok() {
+                asks.push((q, answer));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rows = Vec::with_capacity(asks.len());
+        for (q, answer) in asks {
+            if let Ok(Ok(stats)) = tokio::time::timeout_at(deadline, answer).await {
+                rows.push(QueueFigures {
+                    vhost: q.0.vhost.clone(),
+                    name: q.name().clone(),
+                    stats,
+                });
+            }
+        }
+        rows
     }
 
     pub fn queue(&self, vhost: &VhostName, name: &QueueName) -> Option<QueueHandle> {
@@ -514,6 +550,15 @@ impl Broker {
             });
         }
         conns.len()
+    }
+
+    /// Channels open on every connection.
+    pub fn open_channels(&self) -> usize {
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .values()
+            .map(|(_, i)| i.channels.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn open_connections(&self) -> usize {

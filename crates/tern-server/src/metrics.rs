@@ -7,7 +7,10 @@
 //! ([`Counters::absorb`]), before it writes what that wake-up produced. So a client that has
 //! seen a confirm or a delivery finds it counted by the next scrape.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One counter. The discriminant indexes [`Counters`] and [`LocalCounts`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +72,14 @@ pub const EXPORTED: [(Counter, &str, &str); COUNTERS] = [
 #[derive(Default)]
 pub struct Counters {
     values: [AtomicU64; COUNTERS],
+    /// Earlier snapshots, for rates (see [`Counters::rates`]).
+    samples: Mutex<VecDeque<(Instant, MessageTotals)>>,
 }
+
+/// Seconds over which a rate is taken (RabbitMQ's management rates: the last 5 s).
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Snapshots kept for rates: at most one a second, so this bounds the memory.
+const RATE_SAMPLES: usize = 16;
 
 /// A connection's counts since it last handed them to [`Counters::absorb`].
 #[derive(Default)]
@@ -102,6 +112,33 @@ pub struct MessageTotals {
     pub drop_unroutable: u64,
 }
 
+/// How many figures [`MessageTotals`] has.
+pub const TOTALS: usize = 12;
+
+impl MessageTotals {
+    /// The figures under their `message_stats` names, in declaration order.
+    pub fn named(&self) -> [(&'static str, u64); TOTALS] {
+        [
+            ("publish", self.publish),
+            ("deliver", self.deliver),
+            ("deliver_no_ack", self.deliver_no_ack),
+            ("get", self.get),
+            ("get_no_ack", self.get_no_ack),
+            ("get_empty", self.get_empty),
+            ("deliver_get", self.deliver_get),
+            ("redeliver", self.redeliver),
+            ("ack", self.ack),
+            ("confirm", self.confirm),
+            ("return_unroutable", self.return_unroutable),
+            ("drop_unroutable", self.drop_unroutable),
+        ]
+    }
+
+    fn values(&self) -> [u64; TOTALS] {
+        self.named().map(|(_, v)| v)
+    }
+}
+
 impl Counters {
     /// Add a connection's counts to the totals and zero them.
     pub fn absorb(&self, local: &mut LocalCounts) {
@@ -120,6 +157,43 @@ impl Counters {
 
     pub fn get(&self, counter: Counter) -> u64 {
         self.values[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// The totals now, and per second over about the last [`RATE_WINDOW`] (from the newest
+    /// earlier snapshot at least that old, or the oldest one; zero on the first call). Each
+    /// call leaves a snapshot for the next, at most one a second.
+    pub fn rates(&self) -> (MessageTotals, [f64; TOTALS]) {
+        let now = Instant::now();
+        let totals = self.snapshot();
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let base = samples
+            .iter()
+            .rev()
+            .find(|(at, _)| now.duration_since(*at) >= RATE_WINDOW)
+            .or(samples.front())
+            .copied();
+        let mut rates = [0.0; TOTALS];
+        if let Some((at, before)) = base {
+            let secs = now.duration_since(at).as_secs_f64();
+            if secs > 0.0 {
+                for (r, (a, b)) in rates
+                    .iter_mut()
+                    .zip(totals.values().iter().zip(before.values()))
+                {
+                    *r = a.saturating_sub(b) as f64 / secs;
+                }
+            }
+        }
+        let fresh = samples
+            .back()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1));
+        if fresh {
+            if samples.len() >= RATE_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back((now, totals));
+        }
+        (totals, rates)
     }
 
     /// The message totals for `/api/overview`'s `message_stats`.
@@ -148,6 +222,18 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_start_at_zero_then_follow_the_counts() {
+        let c = Counters::default();
+        let (totals, rates) = c.rates();
+        assert_eq!((totals.publish, rates[0]), (0, 0.0));
+        c.add(Counter::Received, 500);
+        let (totals, rates) = c.rates();
+        assert_eq!(totals.publish, 500);
+        assert!(rates[0] > 0.0, "{rates:?}");
+        assert_eq!(rates[1], 0.0, "nothing delivered");
+    }
 
     #[test]
     fn exported_names_follow_the_enum_order() {

@@ -436,3 +436,54 @@ async fn big_lists_page_filter_and_sort_as_rabbitmq_does() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_messages_with_rates_and_queue_totals() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let (_, before) = api.guest(Method::GET, "/api/overview", None).await;
+    assert_eq!(before["message_stats"]["publish"], 0, "{before}");
+    let conn = lp::connect(&broker).await;
+    let ch = lp::confirmed_channel(&conn).await;
+    lp::declare_queue(&ch, "counted").await;
+    for i in 0..6 {
+        lp::publish(&ch, "", "counted", format!("m{i}").as_bytes()).await;
+    }
+    let mut consumer = lp::consume(&ch, "counted").await;
+    lp::take_acked(&mut consumer, 4).await;
+    common::eventually("acks counted", || async {
+        let (_, o) = api.guest(Method::GET, "/api/overview", None).await;
+        o["message_stats"]["ack"] == 4
+    })
+    .await;
+    let (_, o) = api.guest(Method::GET, "/api/overview", None).await;
+    let stats = &o["message_stats"];
+    assert_eq!(
+        (
+            &stats["publish"],
+            &stats["confirm"],
+            &stats["deliver"],
+            &stats["deliver_get"]
+        ),
+        (&json!(6), &json!(6), &json!(6), &json!(6))
+    );
+    assert!(
+        stats["publish_details"]["rate"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{stats}"
+    );
+    assert_eq!(
+        o["queue_totals"],
+        json!({"messages": 2, "messages_ready": 0, "messages_unacknowledged": 2})
+    );
+    assert_eq!(
+        (
+            &o["object_totals"]["channels"],
+            &o["object_totals"]["consumers"]
+        ),
+        (&json!(1), &json!(1))
+    );
+}

@@ -1,6 +1,7 @@
 //! `/api/overview` and the health checks under `/api/health/checks/`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,8 +13,7 @@ use super::auth::Caller;
 use super::NODE;
 use crate::broker::Broker;
 
-pub async fn overview(caller: Caller, State(b): Shared) -> Json<Value> {
-    let _ = &caller;
+pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
     let (queues, exchanges, vhosts) = b.with_meta(|m| {
         let vhosts: Vec<_> = m.vhosts().cloned().collect();
         let q = vhosts.iter().map(|v| m.queues(v).count()).sum::<usize>();
@@ -21,6 +21,12 @@ pub async fn overview(caller: Caller, State(b): Shared) -> Json<Value> {
         (q, x, vhosts.len())
     });
     let version = env!("CARGO_PKG_VERSION");
+    let figures = b
+        .queue_figures(b.queue_handles(), Duration::from_secs(1))
+        .await;
+    let ready: u64 = figures.iter().map(|f| u64::from(f.stats.messages)).sum();
+    let unacked: u64 = figures.iter().map(|f| u64::from(f.stats.unacked)).sum();
+    let consumers: u64 = figures.iter().map(|f| u64::from(f.stats.consumers)).sum();
     Json(json!({
         "management_version": version,
         "rabbitmq_version": version,
@@ -28,14 +34,43 @@ pub async fn overview(caller: Caller, State(b): Shared) -> Json<Value> {
         "product_version": version,
         "cluster_name": NODE,
         "node": NODE,
+        "message_stats": message_stats(&b),
+        "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
+                         "messages_unacknowledged": unacked},
         "object_totals": {
             "connections": b.open_connections(),
+            "channels": b.open_channels(),
+            "consumers": consumers,
             "queues": queues,
             "exchanges": exchanges,
             "vhosts": vhosts,
         },
-        "listeners": [{"node": NODE, "protocol": "amqp", "port": b.config.amqp_port}],
+        "listeners": listeners(&b),
     }))
+}
+
+/// RabbitMQ's `message_stats`: each total and its `{name}_details.rate` per second.
+fn message_stats(b: &Broker) -> Value {
+    let (totals, rates) = b.metrics.rates();
+    let mut out = serde_json::Map::new();
+    for ((name, total), rate) in totals.named().into_iter().zip(rates) {
+        out.insert(name.into(), json!(total));
+        out.insert(format!("{name}_details"), json!({"rate": rate}));
+    }
+    Value::Object(out)
+}
+
+fn listeners(b: &Broker) -> Value {
+    let c = &b.config;
+    let mut all = vec![
+        json!({"node": NODE, "protocol": "amqp", "port": c.amqp_port}),
+        json!({"node": NODE, "protocol": "http", "port": c.management_port}),
+        json!({"node": NODE, "protocol": "http/prometheus", "port": c.prometheus_port}),
+    ];
+    if c.tls.is_some() {
+        all.push(json!({"node": NODE, "protocol": "amqp/ssl", "port": c.amqps_port}));
+    }
+    Value::Array(all)
 }
 
 type Shared = State<Arc<Broker>>;

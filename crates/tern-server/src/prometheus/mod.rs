@@ -21,13 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use tern_core::names::{QueueName, VhostName};
-
-use crate::broker::Broker;
+use crate::broker::{Broker, QueueFigures};
 use crate::metrics::{Counter, Counters, EXPORTED};
-use crate::queue_actor::{QueueCmd, QueueHandle, QueueStats};
+use crate::queue_actor::QueueStats;
 use text::{Exposition, Kind, CONTENT_TYPE};
 
 /// How long a scrape waits for the queues' figures; a queue that has not answered by then
@@ -69,13 +67,6 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
-/// One queue's figures at scrape time.
-struct QueueRow {
-    vhost: VhostName,
-    name: QueueName,
-    stats: QueueStats,
-}
-
 /// What the operating system says about the node.
 struct NodeResources {
     resident_bytes: Option<u64>,
@@ -85,7 +76,7 @@ struct NodeResources {
 async fn render(broker: &Broker) -> String {
     let handles = broker.queue_handles();
     let queue_count = handles.len() as u64;
-    let queues = queue_rows(handles).await;
+    let queues = broker.queue_figures(handles, QUEUE_STATS_WAIT).await;
     let node = node_resources(broker).await;
     let mut x = Exposition::default();
     global_counters(&mut x, &broker.metrics);
@@ -94,30 +85,6 @@ async fn render(broker: &Broker) -> String {
     resources(&mut x, broker, &node);
     identity(&mut x);
     x.finish()
-}
-
-/// Ask every queue for its figures at once, then collect the answers until the deadline.
-async fn queue_rows(handles: Vec<QueueHandle>) -> Vec<QueueRow> {
-    let mut asks = Vec::with_capacity(handles.len());
-    for q in handles {
-        let (reply, answer) = oneshot::channel();
-        // Only publishes wait for inbox credit: this send never blocks.
-        if q.send(QueueCmd::Stats { reply }).await.is_ok() {
-            asks.push((q, answer));
-        }
-    }
-    let deadline = tokio::time::Instant::now() + QUEUE_STATS_WAIT;
-    let mut rows = Vec::with_capacity(asks.len());
-    for (q, answer) in asks {
-        if let Ok(Ok(stats)) = tokio::time::timeout_at(deadline, answer).await {
-            rows.push(QueueRow {
-                vhost: q.0.vhost.clone(),
-                name: q.name().clone(),
-                stats,
-            });
-        }
-    }
-    rows
 }
 
 async fn node_resources(broker: &Broker) -> NodeResources {
@@ -175,12 +142,8 @@ fn is_queue_typed(counter: Counter) -> bool {
 }
 
 /// Node-wide object counts; `queue_count` counts every queue, answering or not.
-fn object_totals(x: &mut Exposition, broker: &Broker, queue_count: u64, queues: &[QueueRow]) {
-    let channels: usize = broker
-        .connection_infos()
-        .iter()
-        .map(|c| c.channels.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+fn object_totals(x: &mut Exposition, broker: &Broker, queue_count: u64, queues: &[QueueFigures]) {
+    let channels = broker.open_channels();
     let consumers: u64 = queues.iter().map(|q| u64::from(q.stats.consumers)).sum();
     let connections = broker.open_connections() as u64;
     x.single(
@@ -210,7 +173,7 @@ fn object_totals(x: &mut Exposition, broker: &Broker, queue_count: u64, queues: 
 }
 
 /// Per-queue gauges, labelled `vhost` and `queue` as RabbitMQ's per-object metrics.
-fn per_queue(x: &mut Exposition, queues: &[QueueRow]) {
+fn per_queue(x: &mut Exposition, queues: &[QueueFigures]) {
     type Figure = fn(&QueueStats) -> u64;
     let families: [(&str, &str, Figure); 4] = [
         (
