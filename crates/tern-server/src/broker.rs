@@ -9,7 +9,7 @@
 //! path: they cache the snapshot and compare [`Broker::generation`] before each routing batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use tern_amqp::{AmqpError, ReplyCode};
@@ -48,6 +48,9 @@ pub struct Broker {
     vhost_connections: Mutex<HashMap<VhostName, usize>>,
     /// Open (post-handshake) connections, to reach them from outside: shutdown, operators.
     connections: Mutex<HashMap<ConnectionId, (ConnSink, Arc<ConnInfo>)>>,
+    /// Set (under `connections`' lock) at shutdown: a connection whose handshake ends after
+    /// it is closed as soon as it registers.
+    shutting_down: AtomicBool,
     /// Direct reply-to consumers, by reply address.
     pub replies: ReplyRegistry,
     /// Resource alarms (free disk space, memory) that block publishers.
@@ -128,6 +131,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             connection_count: AtomicUsize::new(0),
             connections: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
             vhost_connections: Mutex::new(HashMap::new()),
             replies: ReplyRegistry::default(),
             alarms: Arc::new(Alarms::new(
@@ -482,8 +486,21 @@ impl Broker {
 
     pub fn register_connection(&self, id: ConnectionId, sink: ConnSink, info: Arc<ConnInfo>) {
         let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shutting_down.load(Ordering::Acquire) {
+            let _ = sink.send(shutdown_close());
+        }
         conns.insert(id, (sink, info));
         self.metrics.add(Counter::ConnectionsOpened, 1);
+    }
+
+    /// Close every open connection, and each that opens from now on, with 320
+    /// CONNECTION_FORCED and RabbitMQ's shutdown text.
+    pub fn close_connections_for_shutdown(&self) {
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        self.shutting_down.store(true, Ordering::Release);
+        for (sink, _) in conns.values() {
+            let _ = sink.send(shutdown_close());
+        }
     }
 
     /// What is known of every open connection (the management API's `/api/connections`).
@@ -540,18 +557,6 @@ impl Broker {
         }
     }
 
-    /// Ask every open connection to close with `code` (e.g. 320 CONNECTION_FORCED at shutdown).
-    pub fn close_all_connections(&self, code: ReplyCode, text: &str) -> usize {
-        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        for (sink, _) in conns.values() {
-            let _ = sink.send(ConnEvent::Close {
-                code,
-                text: text.to_owned(),
-            });
-        }
-        conns.len()
-    }
-
     /// Channels open on every connection.
     pub fn open_channels(&self) -> usize {
         let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
@@ -566,6 +571,15 @@ impl Broker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+}
+
+/// What RabbitMQ says when a node stops: clients show "CONNECTION_FORCED - broker forced
+/// connection closure with reason 'shutdown'".
+fn shutdown_close() -> ConnEvent {
+    ConnEvent::Close {
+        code: ReplyCode::ConnectionForced,
+        text: "broker forced connection closure with reason 'shutdown'".into(),
     }
 }
 

@@ -1,10 +1,19 @@
 //! Broker configuration: every port, timeout and limit has a name here.
+//!
+//! [`Config::load`] builds one from its sources, each overriding the one before: the defaults
+//! below, a `tern.toml` file (`file`), then `TERN_*` environment variables (`env`). Both
+//! sources fill the same [`layer::Layer`], whose sections and keys are declared once; the
+//! binary applies its command-line flags last.
+
+mod env;
+mod file;
+mod layer;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Address the AMQP listener binds (RabbitMQ: all interfaces).
     pub bind: IpAddr,
@@ -81,6 +90,8 @@ pub struct Config {
     pub amqps_port: u16,
     /// TLS for the amqps listener; None: no amqps listener.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// How the binary writes its log (the broker itself only emits `tracing` events).
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -119,7 +130,113 @@ impl Default for Config {
             management_max_body_bytes: 20 * 1024 * 1024,
             amqps_port: 5671,
             tls: None,
+            log: LogConfig::default(),
         }
+    }
+}
+
+/// The log's format and filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive: `info`, `warn,tern_server=debug`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            // openraft's info lines are its own bookkeeping (votes, log ids), not news.
+            level: "info,openraft=warn".into(),
+        }
+    }
+}
+
+/// One log line per event: for people (`text`) or for log collectors (`json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown variant `{s}`, expected `text` or `json`")),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded: each names the file and key, or the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {}, line {line}: [{section}] {key}: {message}", path.display())]
+    Key {
+        path: PathBuf,
+        line: usize,
+        section: String,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    /// Settings that do not go together (`origin`: the file, or "the environment").
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// The variable that names a config file when `--config` is not given.
+pub const CONFIG_FILE_VAR: &str = "TERN_CONFIG";
+
+impl Config {
+    /// The defaults, overridden by the config file (`file`, else the one `TERN_CONFIG`
+    /// names; none is read implicitly), overridden by `TERN_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let from_env = env(CONFIG_FILE_VAR).map(PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            config.apply_toml(&text, &path)?;
+        }
+        let layer = env::read(env)?;
+        layer
+            .apply(&mut config)
+            .map_err(|message| ConfigError::Invalid {
+                origin: "the environment".into(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Override these settings with those of a config file's text (`path` names it in errors).
+    pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let layer = file::parse(text, path)?;
+        layer.apply(self).map_err(|message| ConfigError::Invalid {
+            origin: format!("config file {}", path.display()),
+            message,
+        })
     }
 }
 

@@ -102,14 +102,14 @@ impl ServerHandle {
     }
 
     /// Stop accepting, close every connection with 320 CONNECTION_FORCED (as RabbitMQ does on
-    /// shutdown), and wait up to `SHUTDOWN_WAIT` for them to go.
+    /// shutdown), wait up to `SHUTDOWN_WAIT` for them to go, then flush every queue's store
+    /// and stop the metadata log.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.accept_tasks {
             let _ = task.await;
         }
-        self.broker
-            .close_all_connections(tern_amqp::ReplyCode::ConnectionForced, "broker shutdown");
+        self.broker.close_connections_for_shutdown();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         while self.broker.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

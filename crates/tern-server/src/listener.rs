@@ -2,12 +2,12 @@
 //! socket is admitted against `max_connections`, given its handshake deadline, and, for
 //! amqps, taken through the TLS handshake before AMQP starts.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::connection::{self, Accepted};
@@ -42,7 +42,18 @@ pub async fn accept_loop(
         let local = stream.local_addr().unwrap_or(peer);
         let broker = broker.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        // Every line about this connection carries its name (RabbitMQ's `peer -> local`);
+        // `user` and `vhost` are filled in once the handshake knows them. No parent: the
+        // accept loop's context is not the connection's. At ERROR level so that a filter such
+        // as `warn` keeps it: a span below the filter is disabled and its warnings lose it.
+        let span = tracing::error_span!(
+            parent: None,
+            "connection",
+            conn = %format_args!("{peer} -> {local}"),
+            user = tracing::field::Empty,
+            vhost = tracing::field::Empty,
+        );
+        let task = async move {
             let deadline = tokio::time::Instant::now() + broker.config.handshake_timeout;
             let accepted = Accepted {
                 peer,
@@ -56,7 +67,8 @@ pub async fn accept_loop(
                 Some(acceptor) => serve_tls(&broker, acceptor, stream, accepted).await,
             }
             broker.release_connection();
-        });
+        };
+        tokio::spawn(task.instrument(span));
     }
 }
 
@@ -67,15 +79,14 @@ async fn serve_tls(
     stream: TcpStream,
     mut accepted: Accepted,
 ) {
-    let peer: SocketAddr = accepted.peer;
     let stream = match tokio::time::timeout_at(accepted.deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            tracing::warn!(error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, "TLS handshake timed out");
+            tracing::warn!("TLS handshake timed out");
             return;
         }
     };

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsConfig {
     /// PEM: the server's certificate, then its chain.
     pub cert_file: PathBuf,
@@ -33,13 +33,30 @@ pub struct TlsConfig {
 }
 
 /// RabbitMQ's `ssl_cert_login_from` (common_name, or subject_alternative_name with
-/// `ssl_cert_login_san_type`; the first name of that type is used).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `ssl_cert_login_san_type`; the first name of that type is used). Spelled `common_name`,
+/// `san_dns`, `san_email`, `san_uri` in the config file and environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CertLogin {
     CommonName,
     SanDns,
     SanEmail,
     SanUri,
+}
+
+impl std::str::FromStr for CertLogin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "common_name" => Ok(CertLogin::CommonName),
+            "san_dns" => Ok(CertLogin::SanDns),
+            "san_email" => Ok(CertLogin::SanEmail),
+            "san_uri" => Ok(CertLogin::SanUri),
+            _ => Err(format!(
+                "unknown variant `{s}`, expected one of `common_name`, `san_dns`, `san_email`, `san_uri`"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

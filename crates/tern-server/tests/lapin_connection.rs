@@ -88,6 +88,10 @@ async fn server_shutdown_closes_clients_with_connection_forced_320() {
     broker.shutdown().await;
     let closed = errors.next_hard().await;
     assert_eq!(closed.code, 320, "{closed:?}");
+    assert_eq!(
+        closed.text,
+        "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

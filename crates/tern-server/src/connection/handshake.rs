@@ -110,10 +110,10 @@ impl<S: ClientStream> Handshake<'_, S> {
                 return Ok((access, slot));
             }
             let limit = self.config().max_connections_per_vhost;
-            tracing::warn!(peer = %self.peer, %user, %vhost, limit, "connection refused: max_connections_per_vhost reached");
+            tracing::warn!(%user, %vhost, limit, "connection refused: max_connections_per_vhost reached");
             format!("access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached")
         } else {
-            tracing::warn!(peer = %self.peer, %user, %vhost, "vhost access refused");
+            tracing::warn!(%user, %vhost, "vhost access refused");
             format!("access to vhost '{vhost}' refused for user '{user}'")
         };
         Err(ConnError::Amqp(
@@ -164,7 +164,7 @@ impl<S: ClientStream> Handshake<'_, S> {
             .check_credentials(mechanism, creds)
             .map_err(|()| refused())?;
         if !self.loopback_allows(&user) {
-            tracing::warn!(peer = %self.peer, %user, "login refused: user '{user}' can only connect via localhost (loopback_users)");
+            tracing::warn!(%user, "login refused: user '{user}' can only connect via localhost (loopback_users)");
             return Err(refused());
         }
         Ok(UserName::from(user.as_str()))
@@ -183,7 +183,7 @@ impl<S: ClientStream> Handshake<'_, S> {
             None => self.cert_user.clone().unwrap_or_default(),
         };
         if !self.broker.logins.allows(ip, now) {
-            tracing::warn!(peer = %self.peer, %user, "login refused: too many failed logins from this address");
+            tracing::warn!(%user, "login refused: too many failed logins from this address");
             return Err(());
         }
         let checked = match &creds {
@@ -192,7 +192,7 @@ impl<S: ClientStream> Handshake<'_, S> {
         };
         if let Err(why) = checked {
             self.broker.logins.failed(ip, now);
-            tracing::warn!(peer = %self.peer, %user, mechanism, "authentication failed: {why}");
+            tracing::warn!(%user, mechanism, "authentication failed: {why}");
             return Err(());
         }
         Ok(user)

@@ -107,7 +107,6 @@ impl ClientCaps {
 pub struct Connection {
     broker: Arc<Broker>,
     id: ConnectionId,
-    peer: SocketAddr,
     vhost: VhostName,
     /// The authenticated user and its permissions in `vhost`.
     authz: authz::Authz,
@@ -206,20 +205,23 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     };
     let negotiated = match tokio::time::timeout_at(accepted.deadline, handshake.run()).await {
         Ok(Ok(n)) => n,
-        Ok(Err(e)) => return handshake_failed(&mut stream, peer, e).await,
-        Err(_) => return handshake_failed(&mut stream, peer, ConnError::HandshakeTimeout).await,
+        Ok(Err(e)) => return handshake_failed(&mut stream, e).await,
+        Err(_) => return handshake_failed(&mut stream, ConnError::HandshakeTimeout).await,
     };
     let (sink, events) = mpsc::unbounded_channel();
     let id = ConnectionId(broker.next_id());
     let info = Arc::new(conn_info(id, &accepted_meta, &negotiated));
     // Read after the handshake's permissions: a change since then is noticed at the next check.
     let access_generation = 0;
-    tracing::info!(conn = id.0, %peer, user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
+    // The listener's `connection` span (named `peer -> local`) learns who this is.
+    let span = tracing::Span::current();
+    span.record("user", tracing::field::display(&negotiated.user));
+    span.record("vhost", tracing::field::display(&negotiated.vhost));
+    tracing::info!(tls = accepted_meta.2, "connection opened");
     let mut conn = Connection {
         routing: broker.routing_view(),
         broker: broker.clone(),
         id,
-        peer,
         vhost: VhostName::from(negotiated.vhost),
         authz: authz::Authz::new(negotiated.access, access_generation),
         _vhost_slot: negotiated.vhost_slot,
@@ -246,8 +248,8 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     broker.register_connection(id, conn.sink.clone(), info);
     let result = conn.run(stream, buf, events, negotiated.heartbeat).await;
     match &result {
-        Ok(()) | Err(ConnError::Eof) => tracing::info!(conn = id.0, %peer, "connection closed"),
-        Err(e) => tracing::warn!(conn = id.0, %peer, error = %e, "connection closed with error"),
+        Ok(()) | Err(ConnError::Eof) => tracing::info!("connection closed"),
+        Err(e) => tracing::warn!(error = %e, "connection closed with error"),
     }
     conn.cleanup().await;
     broker.unregister_connection(id);
@@ -278,8 +280,8 @@ fn conn_info(
     }
 }
 
-async fn handshake_failed<S: ClientStream>(stream: &mut S, peer: SocketAddr, error: ConnError) {
-    tracing::warn!(%peer, %error, "connection handshake failed");
+async fn handshake_failed<S: ClientStream>(stream: &mut S, error: ConnError) {
+    tracing::warn!(%error, "connection handshake failed");
     if let ConnError::Amqp(e) = &error {
         let mut out = BytesMut::new();
         encode_method(0, &close_method(e), &mut out);
@@ -413,12 +415,7 @@ impl Connection {
         let block = alarms.any() && self.published;
         if block != self.blocked_sent {
             self.blocked_sent = block;
-            tracing::info!(
-                conn = self.id.0,
-                blocked = block,
-                reason = alarms.reason(),
-                "publisher flow"
-            );
+            tracing::info!(blocked = block, reason = alarms.reason(), "publisher flow");
             if self.caps.connection_blocked {
                 let method = if block {
                     Method::ConnectionBlocked(tern_amqp::ConnectionBlocked {
@@ -531,7 +528,7 @@ impl Connection {
     }
 
     fn close_channel(&mut self, ch: u16, error: AmqpError) {
-        tracing::info!(conn = self.id.0, channel = ch, error = %error, "channel error");
+        tracing::info!(channel = ch, error = %error, "channel error");
         let close = Method::ChannelClose(ChannelClose {
             reply_code: error.code.code(),
             reply_text: error.reply_text(),
@@ -546,7 +543,7 @@ impl Connection {
         if self.closing {
             return;
         }
-        tracing::warn!(conn = self.id.0, peer = %self.peer, error = %error, "closing connection");
+        tracing::warn!(error = %error, "closing connection");
         self.send_method(0, &close_method(&error));
         self.closing = true;
     }

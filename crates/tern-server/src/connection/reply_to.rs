@@ -134,10 +134,7 @@ impl Connection {
         match self.broker.replies.send(suffix, message.clone(), limit) {
             Sent::Delivered | Sent::NoRequester => {}
             Sent::Dropped => {
-                tracing::warn!(
-                    conn = self.id.0,
-                    "direct reply dropped: requester is not keeping up"
-                );
+                tracing::warn!("direct reply dropped: requester is not keeping up");
             }
         }
     }

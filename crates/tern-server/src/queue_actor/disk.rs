@@ -24,15 +24,16 @@ impl QueueActor {
         let vfs: Arc<dyn Vfs> = Arc::new(tern_store::OsFs);
         let (vhost, name) = (self.shared.vhost.clone(), self.shared.name.clone());
         let dir = store::queue_dir(&self.data_dir, &vhost, &name);
-        let opened =
-            tokio::task::spawn_blocking(move || QueueStore::open_durable(vfs, &dir, &vhost, &name))
-                .await;
+        // The store's own warnings (a damaged acks file, say) name the queue too.
+        let span = tracing::Span::current();
+        let open = move || span.in_scope(|| QueueStore::open_durable(vfs, &dir, &vhost, &name));
+        let opened = tokio::task::spawn_blocking(open).await;
         match opened {
             Ok(Ok((store, recovered))) => {
                 let n = recovered.messages;
                 self.state.restore_paged(n, 0, recovered.max_id);
                 if n > 0 {
-                    tracing::info!(queue = %self.shared.name, vhost = %self.shared.vhost, messages = n, "recovered");
+                    tracing::info!(messages = n, "recovered");
                 }
                 self.state.enable_journal();
                 self.store = Some(store);
@@ -44,7 +45,7 @@ impl QueueActor {
     }
 
     fn fail(&mut self, error: &str) {
-        tracing::error!(queue = %self.shared.name, vhost = %self.shared.vhost, %error, "queue storage unreadable: the queue is marked failed");
+        tracing::error!(%error, "queue storage unreadable: the queue is marked failed");
         self.failed = true;
     }
 
@@ -106,7 +107,7 @@ impl QueueActor {
                 true
             }
             Err(e) => {
-                tracing::warn!(queue = %self.shared.name, error = %e, "cannot page to disk; keeping messages in memory");
+                tracing::warn!(error = %e, "cannot page to disk; keeping messages in memory");
                 false
             }
         }

@@ -237,7 +237,11 @@ pub fn spawn(
         },
         data_dir: broker.config.data_dir.clone(),
     };
-    tokio::spawn(actor.run(rx));
+    // Every line the actor logs names its queue; no parent: the connection that declared the
+    // queue is not the queue's context. ERROR level, as the connection span: kept by any filter.
+    let span =
+        tracing::error_span!(parent: None, "queue", vhost = %shared.vhost, queue = %shared.name);
+    tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
     QueueHandle(shared)
 }
 
