@@ -153,6 +153,28 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 }
 
 /// The node's resident set size, from /proc/self/statm.
+/// What the operating system says about the node (None: could not be read).
+pub struct NodeResources {
+    pub resident_bytes: Option<u64>,
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// Resident memory and free disk space on `data_dir`, read off the runtime's workers
+/// (statvfs can block on a sick file system).
+pub async fn node_resources(data_dir: &Path) -> NodeResources {
+    let dir = data_dir.to_path_buf();
+    let read = move || NodeResources {
+        resident_bytes: resident_bytes().ok(),
+        disk_free_bytes: free_bytes(&dir).ok(),
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or(NodeResources {
+            resident_bytes: None,
+            disk_free_bytes: None,
+        })
+}
+
 pub fn resident_bytes() -> std::io::Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
     let pages: u64 = statm

@@ -59,6 +59,8 @@ pub struct Broker {
     pub logins: LoginLimiter,
     /// Message and connection totals (Prometheus, `/api/overview`).
     pub metrics: Counters,
+    /// When the node started (uptime in `/api/nodes`).
+    pub started: std::time::Instant,
 }
 
 /// An open connection as operators see it.
@@ -146,6 +148,7 @@ impl Broker {
                 config.login_failure_addresses,
             ),
             metrics: Counters::default(),
+            started: std::time::Instant::now(),
             config,
         })
     }

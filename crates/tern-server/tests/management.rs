@@ -59,6 +59,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/bindings/%2F/e/amq.direct/e/amq.topic"),
     ("GET", "/api/bindings/%2F/e/amq.direct/q/q/~"),
     ("DELETE", "/api/bindings/%2F/e/amq.direct/q/q/~"),
+    ("GET", "/api/nodes"),
+    ("GET", "/api/nodes/tern@localhost"),
+    ("GET", "/api/health/checks/node-is-quorum-critical"),
     ("GET", "/api/definitions"),
     ("POST", "/api/definitions"),
     ("GET", "/api/health/checks/alarms"),
@@ -259,7 +262,13 @@ async fn health_checks_and_the_body_limit() {
         return;
     };
     let api = Api::of(&broker);
-    for check in ["alarms", "local-alarms", "virtual-hosts", "is-in-service"] {
+    for check in [
+        "alarms",
+        "local-alarms",
+        "virtual-hosts",
+        "is-in-service",
+        "node-is-quorum-critical",
+    ] {
         let (s, body) = api
             .guest(Method::GET, &format!("/api/health/checks/{check}"), None)
             .await;
@@ -555,6 +564,43 @@ async fn connections_are_listed_with_their_details_and_closed_with_320() {
     broker.await_open_connections(0).await;
     assert_eq!(
         api.guest(Method::DELETE, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reports_its_memory_disk_and_limits() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let (s, nodes) = api.guest(Method::GET, "/api/nodes", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let node = &nodes[0];
+    assert_eq!(
+        (&node["name"], &node["running"]),
+        (&json!("tern@localhost"), &json!(true))
+    );
+    assert!(
+        node["mem_used"].as_u64().is_some_and(|m| m > 1 << 20),
+        "{node}"
+    );
+    assert!(node["disk_free"].as_u64().is_some_and(|d| d > 0), "{node}");
+    assert_eq!(node["disk_free_limit"], 50_000_000);
+    assert_eq!(
+        (&node["mem_alarm"], &node["disk_free_alarm"]),
+        (&json!(false), &json!(false))
+    );
+    assert_eq!(node["os_pid"], std::process::id().to_string());
+    let (s, one) = api
+        .guest(Method::GET, "/api/nodes/tern@localhost", None)
+        .await;
+    assert_eq!(
+        (s, &one["name"]),
+        (StatusCode::OK, &json!("tern@localhost"))
+    );
+    assert_eq!(
+        api.guest(Method::GET, "/api/nodes/rabbit@x", None).await.0,
         StatusCode::NOT_FOUND
     );
 }

@@ -32,6 +32,11 @@ pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
         "rabbitmq_version": version,
         "product_name": "Tern",
         "product_version": version,
+        // Tools written for RabbitMQ expect these; Tern has no Erlang VM.
+        "erlang_version": "none",
+        "erlang_full_version": "none (Tern is written in Rust)",
+        "statistics_db_event_queue": 0,
+        "churn_rates": churn_rates(&b),
         "cluster_name": NODE,
         "node": NODE,
         "message_stats": message_stats(&b),
@@ -60,17 +65,28 @@ fn message_stats(b: &Broker) -> Value {
     Value::Object(out)
 }
 
+/// Connections opened and closed since the node started (RabbitMQ: over its sampling window).
+fn churn_rates(b: &Broker) -> Value {
+    use crate::metrics::Counter;
+    json!({"connection_created": b.metrics.get(Counter::ConnectionsOpened),
+           "connection_closed": b.metrics.get(Counter::ConnectionsClosed)})
+}
+
 fn listeners(b: &Broker) -> Value {
     let c = &b.config;
-    let mut all = vec![
-        json!({"node": NODE, "protocol": "amqp", "port": c.amqp_port}),
-        json!({"node": NODE, "protocol": "http", "port": c.management_port}),
-        json!({"node": NODE, "protocol": "http/prometheus", "port": c.prometheus_port}),
+    let mut ports = vec![
+        ("amqp", c.amqp_port),
+        ("http", c.management_port),
+        ("http/prometheus", c.prometheus_port),
     ];
     if c.tls.is_some() {
-        all.push(json!({"node": NODE, "protocol": "amqp/ssl", "port": c.amqps_port}));
+        ports.push(("amqp/ssl", c.amqps_port));
     }
-    Value::Array(all)
+    let ip = c.bind.to_string();
+    let each = ports.into_iter().map(|(protocol, port)| {
+        json!({"node": NODE, "protocol": protocol, "port": port, "ip_address": ip})
+    });
+    Value::Array(each.collect())
 }
 
 type Shared = State<Arc<Broker>>;
@@ -119,4 +135,39 @@ pub async fn port_listener(_: Caller, State(b): Shared, Path(port): Path<u16>) -
     failed(
         json!({"status": "failed", "reason": "No active listener", "missing": port, "ports": ports}),
     )
+}
+
+/// This node as `/api/nodes` shows it, with RabbitMQ's field names.
+async fn node_json(b: &Broker) -> Value {
+    let os = crate::alarms::node_resources(&b.config.data_dir).await;
+    let alarms = b.alarms.state();
+    let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
+    json!({
+        "name": NODE, "type": "disc", "running": true, "being_drained": false,
+        "uptime": b.started.elapsed().as_millis() as u64,
+        "os_pid": std::process::id().to_string(), "processors": processors,
+        "mem_used": os.resident_bytes.unwrap_or(0), "mem_limit": b.alarms.memory_high_watermark(),
+        "mem_alarm": alarms.memory,
+        "disk_free": os.disk_free_bytes.unwrap_or(0), "disk_free_limit": b.alarms.disk_free_limit(),
+        "disk_free_alarm": alarms.disk,
+        "sockets_used": b.open_connections(), "sockets_total": b.config.max_connections,
+        "rates_mode": "basic", "partitions": [], "enabled_plugins": [], "applications": [],
+        "rabbitmq_version": env!("CARGO_PKG_VERSION"), "erlang_version": "none",
+    })
+}
+
+pub async fn nodes(_: Caller, State(b): Shared) -> Json<Value> {
+    Json(json!([node_json(&b).await]))
+}
+
+pub async fn node(_: Caller, State(b): Shared, Path(name): Path<String>) -> Response {
+    if name != NODE {
+        return super::ApiError::not_found().into_response();
+    }
+    Json(node_json(&b).await).into_response()
+}
+
+/// No quorum queues yet: losing this node never costs one its majority.
+pub async fn quorum_critical(_: Caller) -> Response {
+    ok()
 }

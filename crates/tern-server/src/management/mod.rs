@@ -208,6 +208,12 @@ fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/api/health/checks/is-in-service", get(health::in_service))
         .route(
+            "/api/health/checks/node-is-quorum-critical",
+            get(health::quorum_critical),
+        )
+        .route("/api/nodes", get(health::nodes))
+        .route("/api/nodes/{name}", get(health::node))
+        .route(
             "/api/health/checks/port-listener/{port}",
             get(health::port_listener),
         )

@@ -67,17 +67,11 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
-/// What the operating system says about the node.
-struct NodeResources {
-    resident_bytes: Option<u64>,
-    disk_free_bytes: Option<u64>,
-}
-
 async fn render(broker: &Broker) -> String {
     let handles = broker.queue_handles();
     let queue_count = handles.len() as u64;
     let queues = broker.queue_figures(handles, QUEUE_STATS_WAIT).await;
-    let node = node_resources(broker).await;
+    let node = crate::alarms::node_resources(&broker.config.data_dir).await;
     let mut x = Exposition::default();
     global_counters(&mut x, &broker.metrics);
     object_totals(&mut x, broker, queue_count, &queues);
@@ -85,21 +79,6 @@ async fn render(broker: &Broker) -> String {
     resources(&mut x, broker, &node);
     identity(&mut x);
     x.finish()
-}
-
-async fn node_resources(broker: &Broker) -> NodeResources {
-    let dir = broker.config.data_dir.clone();
-    let read = move || NodeResources {
-        resident_bytes: crate::alarms::resident_bytes().ok(),
-        disk_free_bytes: crate::alarms::free_bytes(&dir).ok(),
-    };
-    // statvfs can block on a sick file system: not on a runtime worker.
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or(NodeResources {
-            resident_bytes: None,
-            disk_free_bytes: None,
-        })
 }
 
 const PROTOCOL: (&str, &str) = ("protocol", "amqp091");
@@ -204,7 +183,7 @@ fn per_queue(x: &mut Exposition, queues: &[QueueFigures]) {
     }
 }
 
-fn resources(x: &mut Exposition, broker: &Broker, node: &NodeResources) {
+fn resources(x: &mut Exposition, broker: &Broker, node: &crate::alarms::NodeResources) {
     let alarms = &broker.alarms;
     if let Some(used) = node.resident_bytes {
         x.single(
