@@ -56,6 +56,8 @@ pub struct Broker {
     pub logins: LoginLimiter,
     /// Message and connection totals (Prometheus, `/api/overview`).
     pub metrics: Counters,
+    /// When the node started (`tern ctl status`'s uptime).
+    pub started: std::time::Instant,
 }
 
 /// An open connection as operators see it.
@@ -142,6 +144,7 @@ impl Broker {
                 config.login_failure_addresses,
             ),
             metrics: Counters::default(),
+            started: std::time::Instant::now(),
             config,
         })
     }

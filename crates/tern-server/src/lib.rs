@@ -128,6 +128,7 @@ impl ServerHandle {
         let req = admin::AdminRequest {
             args: args.iter().map(|a| a.to_string()).collect(),
             vhost: vhost.map(str::to_owned),
+            body: None,
         };
         admin::execute(&self.broker, req).await
     }
