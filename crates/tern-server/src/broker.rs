@@ -59,7 +59,7 @@ pub struct Broker {
     pub logins: LoginLimiter,
     /// Message and connection totals (Prometheus, `/api/overview`).
     pub metrics: Counters,
-    /// When the node started (uptime in `/api/nodes`).
+    /// When the node started (uptime in `/api/nodes` and `tern ctl status`).
     pub started: std::time::Instant,
 }
 

@@ -86,6 +86,9 @@ pub struct Config {
     pub prometheus_port: u16,
     /// Largest request body the management API takes (RabbitMQ: 20 MiB).
     pub management_max_body_bytes: usize,
+    /// Largest single request on the admin socket (`tern ctl`): one command line, or one chunk
+    /// of a definitions import (ctl sends those in chunks well under this).
+    pub admin_max_request_bytes: usize,
     /// The amqps (TLS) listener's port; 0 picks a free one. Only used with `tls`.
     pub amqps_port: u16,
     /// TLS for the amqps listener; None: no amqps listener.
@@ -128,6 +131,7 @@ impl Default for Config {
             management_port: 15672,
             prometheus_port: 15692,
             management_max_body_bytes: 20 * 1024 * 1024,
+            admin_max_request_bytes: 1024 * 1024,
             amqps_port: 5671,
             tls: None,
             log: LogConfig::default(),

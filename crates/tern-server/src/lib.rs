@@ -9,7 +9,8 @@
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
 //! - `alarms`: the free-disk and memory alarms that block publishers.
-//! - [`admin`]: rabbitmqctl's user, vhost and permission commands, on a local socket.
+//! - [`admin`]: rabbitmqctl's commands (users, vhosts, permissions, list_queues and the other
+//!   lists, status, purge / delete, close_connection, definitions), on a local socket.
 //! - `auth`: SASL responses, password hashes (RabbitMQ's format), failed-login budgets.
 //! - `direct_reply`: RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`), replies without a
 //!   queue.
@@ -128,6 +129,7 @@ impl ServerHandle {
         let req = admin::AdminRequest {
             args: args.iter().map(|a| a.to_string()).collect(),
             vhost: vhost.map(str::to_owned),
+            body: None,
         };
         admin::execute(&self.broker, req).await
     }

@@ -4,10 +4,17 @@
 //!
 //! A password left off `add_user` / `change_password` is read from standard input, so it
 //! stays out of the process list and the shell history.
+//!
+//! - `output`: the reply as rabbitmqctl's tab-separated table, or JSON;
+//! - `definitions`: `export_definitions FILE` and `import_definitions FILE` (a large file in
+//!   chunks, with a progress bar).
+
+mod definitions;
+mod output;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tern_server::admin::{AdminReply, AdminRequest};
@@ -29,14 +36,14 @@ pub struct CtlArgs {
     /// Leave out the informational line ("Adding user ...").
     #[arg(short, long)]
     quiet: bool,
-    /// The command and its arguments: add_user NAME [PASSWORD], list_users, set_permissions
-    /// USER CONF WRITE READ, ... (see docs/operations.md).
+    /// The command and its arguments: add_user NAME [PASSWORD], list_queues [COLUMN...],
+    /// status, import_definitions FILE, ... (see docs/operations.md).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
     Table,
     Json,
 }
@@ -50,16 +57,24 @@ pub fn run(args: CtlArgs) -> Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| args.data_dir.join("ctl.sock"));
-    let request = AdminRequest {
-        args: command,
-        vhost,
-    };
-    let reply = send(&socket, &request)?;
-    print(&reply, args.format, args.quiet)?;
-    if !reply.ok {
-        bail!("{}", reply.message);
+    let mut node = Node::connect(&socket)?;
+    match command.first().map(String::as_str) {
+        Some("export_definitions") => definitions::export(&mut node, &command, args.quiet),
+        Some("import_definitions") => definitions::import(&mut node, &command, args.quiet),
+        _ => {
+            let request = AdminRequest {
+                args: command,
+                vhost,
+                body: None,
+            };
+            let reply = node.ask(&request)?;
+            output::print(&reply, args.format, args.quiet)?;
+            if !reply.ok {
+                bail!("{}", reply.message);
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Remove `-p VHOST` / `--vhost VHOST` from the command's arguments, returning VHOST.
@@ -89,60 +104,38 @@ fn add_password_from_stdin(command: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn send(socket: &PathBuf, request: &AdminRequest) -> Result<AdminReply> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the node at {} (is it running, and are you its user?)",
-            socket.display()
-        )
-    })?;
-    let mut line = serde_json::to_vec(request)?;
-    line.push(b'\n');
-    stream.write_all(&line)?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
-    if answer.is_empty() {
-        bail!("the node closed the admin socket without answering");
-    }
-    Ok(serde_json::from_str(&answer)?)
+/// One connection to the node's admin socket; requests go one at a time, each answered.
+pub(crate) struct Node {
+    write: UnixStream,
+    read: BufReader<UnixStream>,
 }
 
-fn print(reply: &AdminReply, format: Format, quiet: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json if reply.columns.is_empty() => {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"ok": reply.ok, "message": reply.message})
-            )?;
-        }
-        Format::Json => {
-            let rows: Vec<serde_json::Map<String, serde_json::Value>> = reply
-                .rows
-                .iter()
-                .map(|row| {
-                    let cells = reply
-                        .columns
-                        .iter()
-                        .cloned()
-                        .zip(row.iter().cloned().map(Into::into));
-                    cells.collect()
-                })
-                .collect();
-            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        }
-        Format::Table => {
-            if reply.ok && !quiet {
-                writeln!(out, "{}", reply.message)?;
-            }
-            if !reply.columns.is_empty() {
-                writeln!(out, "{}", reply.columns.join("\t"))?;
-            }
-            for row in &reply.rows {
-                writeln!(out, "{}", row.join("\t"))?;
-            }
-        }
+impl Node {
+    fn connect(socket: &Path) -> Result<Node> {
+        let write = UnixStream::connect(socket).with_context(|| {
+            format!(
+                "cannot reach the node at {} (is it running, and are you its user?)",
+                socket.display()
+            )
+        })?;
+        let read = BufReader::new(write.try_clone()?);
+        Ok(Node { write, read })
     }
-    Ok(())
+
+    /// Send one request and wait for its answer.
+    pub(crate) fn ask(&mut self, request: &AdminRequest) -> Result<AdminReply> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        let sent = self.write.write_all(&line);
+        // A node that refuses a request (too large) answers, then closes before reading it
+        // all: its answer says more than the broken pipe.
+        let mut answer = String::new();
+        let read = self.read.read_line(&mut answer);
+        if answer.is_empty() {
+            sent.context("sending to the node")?;
+            read.context("reading the node's answer")?;
+            bail!("the node closed the admin socket without answering");
+        }
+        Ok(serde_json::from_str(&answer)?)
+    }
 }

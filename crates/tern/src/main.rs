@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run a broker (single node).
     Server(server::ServerArgs),
-    /// Operator commands to a running node: users, vhosts, permissions (rabbitmqctl's names).
+    /// Operator commands to a running node, rabbitmqctl's names: users, vhosts, permissions,
+    /// list_queues and the other lists, status, purge/delete, definitions export/import.
     Ctl(ctl::CtlArgs),
     /// Publish messages.
     Publish(tools::PublishArgs),

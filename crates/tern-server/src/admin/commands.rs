@@ -8,11 +8,11 @@ use tern_core::meta::access::{AccessCommand, UserDef};
 use tern_core::meta::{MetaCommand, MetaOutcome, Metadata};
 use tern_core::names::{UserName, VhostName};
 
-use super::{AdminReply, AdminRequest};
+use super::{lists, node, AdminReply, AdminRequest};
 use crate::auth;
 use crate::broker::Broker;
 
-type Outcome = Result<AdminReply, String>;
+pub(super) type Outcome = Result<AdminReply, String>;
 
 /// Run one command.
 pub async fn execute(broker: &Arc<Broker>, req: AdminRequest) -> AdminReply {
@@ -34,12 +34,16 @@ pub async fn execute(broker: &Arc<Broker>, req: AdminRequest) -> AdminReply {
         | "list_permissions"
         | "list_user_permissions"
         | "list_topic_permissions" => broker.with_meta(|m| list(m, &vhost, name, rest)),
+        "list_queues" | "list_exchanges" | "list_bindings" | "list_connections"
+        | "list_channels" | "list_consumers" => lists::list(broker, &vhost, name, rest).await,
+        "status" | "purge_queue" | "delete_queue" | "close_connection" | "export_definitions"
+        | "import_definitions" => node::execute(broker, &vhost, name, rest, req.body).await,
         other => Err(format!("unknown command '{other}'")),
     };
     result.unwrap_or_else(AdminReply::failed)
 }
 
-fn usage(command: &str, expected: &str) -> String {
+pub(super) fn usage(command: &str, expected: &str) -> String {
     format!("usage: {command} {expected}")
 }
 

@@ -130,6 +130,7 @@ max_consumers_per_channel = 14
 direct_reply_backlog_bytes = 15
 no_ack_credit = 16
 no_ack_credit_bytes = 17
+admin_max_request_bytes = 931
 
 [queues]
 inbox_messages = 18
@@ -177,6 +178,7 @@ level = "debug"
             prometheus_port: 3,
             management_port: 4,
             management_max_body_bytes: 5,
+            admin_max_request_bytes: 931,
             frame_max_bytes: 6,
             pre_auth_frame_max_bytes: 7,
             channel_max: 8,

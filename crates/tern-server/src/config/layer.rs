@@ -121,6 +121,7 @@ section!(
         direct_reply_backlog_bytes: u64,
         no_ack_credit: u32,
         no_ack_credit_bytes: u64,
+        admin_max_request_bytes: usize,
     }
 );
 
@@ -297,6 +298,7 @@ impl Limits {
         );
         set(&mut c.no_ack_credit, self.no_ack_credit);
         set(&mut c.no_ack_credit_bytes, self.no_ack_credit_bytes);
+        set(&mut c.admin_max_request_bytes, self.admin_max_request_bytes);
     }
 }
 

@@ -60,6 +60,22 @@ fn listed(m: &Metadata, v: &VhostName) -> Vec<Binding> {
     implicit.chain(m.bindings(v).cloned()).collect()
 }
 
+/// The bindings of `vhosts` (the implicit ones included) that `keep` accepts, rendered.
+fn bindings_kept(b: &Broker, vhosts: &[VhostName], keep: impl Fn(&Binding) -> bool) -> Vec<Value> {
+    b.with_meta(|m| {
+        let each = vhosts.iter().flat_map(|v| {
+            let mine = listed(m, v).into_iter().filter(|x| keep(x));
+            mine.map(|x| binding_json(v, &x)).collect::<Vec<_>>()
+        });
+        each.collect()
+    })
+}
+
+/// Every binding of `vhosts` as the API lists them (the admin socket's `list_bindings` too).
+pub(crate) fn bindings_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
+    bindings_kept(b, vhosts, |_| true)
+}
+
 /// The bindings of the vhosts `caller` sees (or only `only`) that `keep` accepts.
 fn bindings_where(
     caller: &Caller,
@@ -68,14 +84,7 @@ fn bindings_where(
     keep: impl Fn(&Binding) -> bool,
 ) -> ApiResult<Json<Value>> {
     let vhosts = caller.vhosts(b, only)?;
-    let all = b.with_meta(|m| {
-        let each = vhosts.iter().flat_map(|v| {
-            let mine = listed(m, v).into_iter().filter(|x| keep(x));
-            mine.map(|x| binding_json(v, &x)).collect::<Vec<_>>()
-        });
-        each.collect()
-    });
-    Ok(Json(Value::Array(all)))
+    Ok(Json(Value::Array(bindings_kept(b, &vhosts, keep))))
 }
 
 pub async fn list_bindings(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {

@@ -19,7 +19,7 @@ use crate::connection::{ChannelDetail, ConnDetail, ConsumerDetail};
 type Shared = State<Arc<Broker>>;
 
 /// RabbitMQ's channel name: the connection's, then the channel number in parentheses.
-fn channel_name(c: &ConnInfo, number: u16) -> String {
+pub(crate) fn channel_name(c: &ConnInfo, number: u16) -> String {
     format!("{} ({number})", c.name)
 }
 
@@ -62,14 +62,14 @@ async fn visible(
     all
 }
 
-fn channels_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
+pub(crate) fn channels_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
     let each = conns
         .iter()
         .flat_map(|(c, d)| d.channels.iter().map(move |ch| channel_json(c, ch)));
     each.collect()
 }
 
-fn consumers_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
+pub(crate) fn consumers_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
     let each = conns
         .iter()
         .flat_map(|(c, d)| d.consumers.iter().map(move |k| consumer_json(c, k)));

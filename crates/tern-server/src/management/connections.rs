@@ -20,7 +20,7 @@ use crate::broker::{Broker, ConnInfo};
 
 type Shared = State<Arc<Broker>>;
 
-fn connection_json(c: &ConnInfo) -> Value {
+pub(crate) fn connection_json(c: &ConnInfo) -> Value {
     json!({
         "name": c.name, "node": NODE, "vhost": c.vhost, "user": c.user,
         "state": "running", "type": "network", "protocol": "AMQP 0-9-1",

@@ -25,7 +25,8 @@ use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
 
-fn export(m: &Metadata) -> Value {
+/// The whole of the definitions (the admin socket's `export_definitions` too).
+pub(crate) fn export(m: &Metadata) -> Value {
     let a = m.access();
     let vhosts: Vec<VhostName> = m.vhosts().cloned().collect();
     let mut exchanges = Vec::new();
@@ -85,40 +86,50 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Import: vhosts, users, permissions, then exchanges, queues, bindings. Stops at the first
-/// refusal (400 naming it); what came before it stays, as in RabbitMQ.
+/// POST: [`import`] the body.
 pub async fn post_definitions(
     caller: Caller,
     State(b): Shared,
     Json(defs): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    for v in list(&defs, "vhosts") {
-        apply(
-            &b,
-            MetaCommand::AddVhost {
-                name: text(v, "name").into(),
-            },
-        )
-        .await?;
-    }
-    for u in list(&defs, "users") {
-        upsert_user(&b, text(u, "name"), u).await?;
-    }
-    import_permissions(&b, &defs).await?;
-    for x in list(&defs, "exchanges") {
-        put_exchange_def(&b, text(x, "vhost"), text(x, "name"), x).await?;
-    }
-    for q in list(&defs, "queues") {
-        put_queue_def(&b, text(q, "vhost"), text(q, "name"), q).await?;
-    }
-    for bnd in list(&defs, "bindings") {
-        import_binding(&b, bnd).await?;
-    }
+    import(&b, &defs).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<()> {
+/// Import: vhosts, users, permissions, then exchanges, queues, bindings; how many objects.
+/// Stops at the first refusal (naming it); what came before it stays, as in RabbitMQ. Any
+/// part of a file (a chunk with some of the lists) imports the same way, which is how
+/// `tern ctl import_definitions` sends a large one.
+pub(crate) async fn import(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
+    let mut count = 0;
+    for v in list(defs, "vhosts") {
+        let name = text(v, "name").into();
+        apply(b, MetaCommand::AddVhost { name }).await?;
+        count += 1;
+    }
+    for u in list(defs, "users") {
+        upsert_user(b, text(u, "name"), u).await?;
+        count += 1;
+    }
+    count += import_permissions(b, defs).await?;
+    for x in list(defs, "exchanges") {
+        put_exchange_def(b, text(x, "vhost"), text(x, "name"), x).await?;
+        count += 1;
+    }
+    for q in list(defs, "queues") {
+        put_queue_def(b, text(q, "vhost"), text(q, "name"), q).await?;
+        count += 1;
+    }
+    for bnd in list(defs, "bindings") {
+        import_binding(b, bnd).await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
+    let mut count = 0;
     for p in list(defs, "permissions") {
         let cmd = AccessCommand::SetPermissions {
             vhost: text(p, "vhost").into(),
@@ -128,6 +139,7 @@ async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<()> {
             read: text(p, "read").into(),
         };
         apply(b, MetaCommand::Access(cmd)).await?;
+        count += 1;
     }
     for p in list(defs, "topic_permissions") {
         let cmd = AccessCommand::SetTopicPermissions {
@@ -138,8 +150,9 @@ async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<()> {
             read: text(p, "read").into(),
         };
         apply(b, MetaCommand::Access(cmd)).await?;
+        count += 1;
     }
-    Ok(())
+    Ok(count)
 }
 
 async fn import_binding(b: &Arc<Broker>, v: &Value) -> ApiResult<()> {

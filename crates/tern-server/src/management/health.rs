@@ -14,19 +14,8 @@ use super::NODE;
 use crate::broker::Broker;
 
 pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
-    let (queues, exchanges, vhosts) = b.with_meta(|m| {
-        let vhosts: Vec<_> = m.vhosts().cloned().collect();
-        let q = vhosts.iter().map(|v| m.queues(v).count()).sum::<usize>();
-        let x = vhosts.iter().map(|v| m.exchanges(v).count()).sum::<usize>();
-        (q, x, vhosts.len())
-    });
+    let (object_totals, queue_totals) = totals(&b).await;
     let version = env!("CARGO_PKG_VERSION");
-    let figures = b
-        .queue_figures(b.queue_handles(), Duration::from_secs(1))
-        .await;
-    let ready: u64 = figures.iter().map(|f| u64::from(f.stats.messages)).sum();
-    let unacked: u64 = figures.iter().map(|f| u64::from(f.stats.unacked)).sum();
-    let consumers: u64 = figures.iter().map(|f| u64::from(f.stats.consumers)).sum();
     Json(json!({
         "management_version": version,
         "rabbitmq_version": version,
@@ -40,18 +29,37 @@ pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
         "cluster_name": NODE,
         "node": NODE,
         "message_stats": message_stats(&b),
-        "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
-                         "messages_unacknowledged": unacked},
-        "object_totals": {
-            "connections": b.open_connections(),
-            "channels": b.open_channels(),
-            "consumers": consumers,
-            "queues": queues,
-            "exchanges": exchanges,
-            "vhosts": vhosts,
-        },
+        "queue_totals": queue_totals,
+        "object_totals": object_totals,
         "listeners": listeners(&b),
     }))
+}
+
+/// The overview's `object_totals` and `queue_totals` (`tern ctl status` shows them too).
+pub(crate) async fn totals(b: &Broker) -> (Value, Value) {
+    let (queues, exchanges, vhosts) = b.with_meta(|m| {
+        let vhosts: Vec<_> = m.vhosts().cloned().collect();
+        let q = vhosts.iter().map(|v| m.queues(v).count()).sum::<usize>();
+        let x = vhosts.iter().map(|v| m.exchanges(v).count()).sum::<usize>();
+        (q, x, vhosts.len())
+    });
+    let figures = b
+        .queue_figures(b.queue_handles(), Duration::from_secs(1))
+        .await;
+    let ready: u64 = figures.iter().map(|f| u64::from(f.stats.messages)).sum();
+    let unacked: u64 = figures.iter().map(|f| u64::from(f.stats.unacked)).sum();
+    let consumers: u64 = figures.iter().map(|f| u64::from(f.stats.consumers)).sum();
+    let objects = json!({
+        "connections": b.open_connections(),
+        "channels": b.open_channels(),
+        "consumers": consumers,
+        "queues": queues,
+        "exchanges": exchanges,
+        "vhosts": vhosts,
+    });
+    let messages = json!({"messages": ready + unacked, "messages_ready": ready,
+                          "messages_unacknowledged": unacked});
+    (objects, messages)
 }
 
 /// RabbitMQ's `message_stats`: each total and its `{name}_details.rate` per second.
@@ -72,7 +80,7 @@ fn churn_rates(b: &Broker) -> Value {
            "connection_closed": b.metrics.get(Counter::ConnectionsClosed)})
 }
 
-fn listeners(b: &Broker) -> Value {
+pub(crate) fn listeners(b: &Broker) -> Value {
     let c = &b.config;
     let mut ports = vec![
         ("amqp", c.amqp_port),
@@ -100,10 +108,18 @@ fn failed(body: Value) -> Response {
 }
 
 pub async fn alarms(_: Caller, State(b): Shared) -> Response {
-    let state = *b.alarms.subscribe().borrow();
-    if !state.any() {
+    let alarms = alarms_in_effect(&b);
+    if alarms.is_empty() {
         return ok();
     }
+    failed(
+        json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms}),
+    )
+}
+
+/// The resource alarms in effect, RabbitMQ's names (`tern ctl status` lists them too).
+pub(crate) fn alarms_in_effect(b: &Broker) -> Vec<Value> {
+    let state = *b.alarms.subscribe().borrow();
     let mut alarms = Vec::new();
     if state.disk {
         alarms.push(json!({"node": NODE, "resource": "disk_free_limit"}));
@@ -111,9 +127,7 @@ pub async fn alarms(_: Caller, State(b): Shared) -> Response {
     if state.memory {
         alarms.push(json!({"node": NODE, "resource": "memory"}));
     }
-    failed(
-        json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms}),
-    )
+    alarms
 }
 
 pub async fn virtual_hosts(_: Caller) -> Response {

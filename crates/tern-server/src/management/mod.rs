@@ -17,13 +17,13 @@
 
 mod access;
 mod auth;
-mod bindings;
-mod channels;
-mod connections;
-mod definitions;
-mod health;
+pub(crate) mod bindings;
+pub(crate) mod channels;
+pub(crate) mod connections;
+pub(crate) mod definitions;
+pub(crate) mod health;
 mod messages;
-mod objects;
+pub(crate) mod objects;
 mod pages;
 mod ui;
 
@@ -67,6 +67,11 @@ impl ApiError {
 
     pub fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+
+    /// What went wrong, in words (the admin socket answers with it).
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 

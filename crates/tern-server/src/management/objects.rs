@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use tern_amqp::{FieldTable, FieldValue};
 use tern_core::meta::{ExchangeDef, MetaCommand, QueueDef};
-use tern_core::names::{ConnectionId, VhostName};
+use tern_core::names::{ConnectionId, QueueName, VhostName};
 use tern_core::routing::ExchangeKind;
 
 use super::auth::Caller;
@@ -92,14 +92,18 @@ pub fn exchange_json(vhost: &VhostName, x: &ExchangeDef) -> Value {
            "arguments": table_json(&x.arguments)})
 }
 
-fn exchanges_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
-    let vhosts = caller.vhosts(b, only)?;
-    Ok(b.with_meta(|m| {
+/// Every exchange of `vhosts`, rendered (the admin socket's `list_exchanges` too).
+pub(crate) fn exchanges_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
+    b.with_meta(|m| {
         let each = vhosts
             .iter()
             .flat_map(|v| m.exchanges(v).map(move |x| exchange_json(v, x)));
         each.collect()
-    }))
+    })
+}
+
+fn exchanges_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
+    Ok(exchanges_of(b, &caller.vhosts(b, only)?))
 }
 
 pub async fn list_exchanges(
@@ -196,7 +200,7 @@ pub async fn delete_exchange(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
+pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
     let stats = match b.queue(vhost, &q.name) {
         Some(h) => h
             .ask(|reply| QueueCmd::Stats { reply })
@@ -212,8 +216,8 @@ async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
            "messages_unacknowledged": stats.unacked, "consumers": stats.consumers})
 }
 
-async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
-    let vhosts = caller.vhosts(b, only)?;
+/// Every queue of `vhosts` with its counts, rendered (the admin socket's `list_queues` too).
+pub(crate) async fn queues_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
     let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
         let each = vhosts
             .iter()
@@ -224,7 +228,11 @@ async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult
     for (v, q) in &defs {
         out.push(queue_json(b, v, q).await);
     }
-    Ok(out)
+    out
+}
+
+async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
+    Ok(queues_of(b, &caller.vhosts(b, only)?).await)
 }
 
 pub async fn list_queues(
@@ -295,21 +303,44 @@ pub async fn delete_queue(
     Path((v, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let vhost = VhostName::from(v.as_str());
-    let queue = b
-        .queue(&vhost, &name.as_str().into())
-        .ok_or_else(ApiError::not_found)?;
+    delete_queue_named(&b, &v.as_str().into(), &name.as_str().into(), false, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a queue (queue.delete's conditions); how many messages it held.
+pub(crate) async fn delete_queue_named(
+    b: &Broker,
+    vhost: &VhostName,
+    name: &QueueName,
+    if_unused: bool,
+    if_empty: bool,
+) -> ApiResult<u32> {
+    let queue = b.queue(vhost, name).ok_or_else(ApiError::not_found)?;
     let deleted = queue
         .ask(|reply| QueueCmd::Delete {
-            if_unused: false,
-            if_empty: false,
+            if_unused,
+            if_empty,
             reply,
         })
         .await;
     match deleted {
         Ok(Err(e)) => Err(ApiError::bad_request(e.message)),
-        _ => Ok(StatusCode::NO_CONTENT),
+        Ok(Ok(n)) => Ok(n),
+        Err(_) => Ok(0),
     }
+}
+
+/// Purge a queue's ready messages (unacked ones stay); how many went.
+pub(crate) async fn purge_queue_named(
+    b: &Broker,
+    vhost: &VhostName,
+    name: &QueueName,
+) -> ApiResult<u32> {
+    let queue = b.queue(vhost, name).ok_or_else(ApiError::not_found)?;
+    Ok(queue
+        .ask(|reply| QueueCmd::Purge { reply })
+        .await
+        .unwrap_or(0))
 }
 
 /// DELETE `/api/queues/{vhost}/{name}/contents`: purge (ready messages; unacked ones stay).
@@ -319,12 +350,10 @@ pub async fn purge_queue(
     Path((v, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.vhosts(&b, Some(&v))?;
-    if !caller.is_admin() && !caller.may_see(&b, &VhostName::from(v.as_str())) {
+    let vhost = VhostName::from(v.as_str());
+    if !caller.is_admin() && !caller.may_see(&b, &vhost) {
         return Err(ApiError::not_found());
     }
-    let queue = b
-        .queue(&v.as_str().into(), &name.as_str().into())
-        .ok_or_else(ApiError::not_found)?;
-    let _ = queue.ask(|reply| QueueCmd::Purge { reply }).await;
+    purge_queue_named(&b, &vhost, &name.as_str().into()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

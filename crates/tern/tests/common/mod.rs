@@ -27,6 +27,9 @@ impl Server {
                 &port.to_string(),
                 "--management-port",
                 "0",
+                // Parallel tests each run a node: no fixed port may be shared.
+                "--prometheus-port",
+                "0",
             ])
             .arg("--data-dir")
             .arg(data_dir)
