@@ -43,7 +43,7 @@ mod vhost;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tern_amqp::{AmqpError, FieldTable, ShortStr};
+use tern_amqp::{AmqpError, FieldTable, ReplyCode, ShortStr};
 
 use crate::names::{ConnectionId, ExchangeName, QueueName, UserName, VhostName};
 use crate::routing::{Destination, ExchangeKind, RoutingSnapshot};
@@ -129,6 +129,9 @@ pub enum MetaCommand {
     DropTransient,
     /// Users and permissions.
     Access(AccessCommand),
+    /// Several commands as one log entry (a definitions import writes one per chunk): applied
+    /// in order, stopping at the first that is refused; those before it stay applied.
+    Batch(Vec<MetaCommand>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -172,7 +175,17 @@ pub enum MetaOutcome {
     AccessChanged {
         changed: bool,
     },
+    /// A [`MetaCommand::Batch`]: the outcome of each command applied, and the refusal that
+    /// stopped it, if one did.
+    Batch {
+        outcomes: Vec<MetaOutcome>,
+        refused: Option<AmqpError>,
+    },
 }
+
+/// What [`Metadata::apply_with`] calls after each single command: the state it left, the
+/// command, its outcome.
+pub type Applied<'a> = dyn FnMut(&Metadata, &MetaCommand, &Result<MetaOutcome, AmqpError>) + 'a;
 
 /// Every vhost's definitions, and the routing structures compiled from them.
 #[derive(Debug)]
@@ -209,6 +222,44 @@ impl Metadata {
     }
 
     pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+        self.apply_with(cmd, &mut |_, _, _| {})
+    }
+
+    /// [`apply`](Self::apply), calling `applied` after each single command (each member of a
+    /// batch, never the batch itself) with the state it left.
+    pub fn apply_with(
+        &mut self,
+        cmd: MetaCommand,
+        applied: &mut Applied<'_>,
+    ) -> Result<MetaOutcome, AmqpError> {
+        let MetaCommand::Batch(cmds) = cmd else {
+            return self.apply_single(cmd, applied);
+        };
+        let mut outcomes = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            match self.apply_single(cmd, applied) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    let refused = Some(e);
+                    return Ok(MetaOutcome::Batch { outcomes, refused });
+                }
+            }
+        }
+        let refused = None;
+        Ok(MetaOutcome::Batch { outcomes, refused })
+    }
+
+    fn apply_single(
+        &mut self,
+        cmd: MetaCommand,
+        applied: &mut Applied<'_>,
+    ) -> Result<MetaOutcome, AmqpError> {
+        let outcome = self.apply_one(cmd.clone());
+        applied(self, &cmd, &outcome);
+        outcome
+    }
+
+    fn apply_one(&mut self, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
         match cmd {
             MetaCommand::DeclareExchange {
                 vhost,
@@ -252,6 +303,10 @@ impl Metadata {
             MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
             MetaCommand::DropTransient => Ok(self.drop_transient()),
             MetaCommand::Access(cmd) => self.apply_access(cmd),
+            MetaCommand::Batch(_) => Err(AmqpError::new(
+                ReplyCode::InternalError,
+                "a metadata batch inside a batch",
+            )),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Broker {
     pub metrics: Counters,
     /// When the node started (uptime in `/api/nodes` and `tern ctl status`).
     pub started: std::time::Instant,
+    /// Every listener bound: its protocol as RabbitMQ names it (`amqp`, `amqp/ssl`, `http`,
+    /// `https`, `http/prometheus`, `https/prometheus`) and the address it got.
+    listeners: Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
 }
 
 /// An open connection as operators see it.
@@ -149,8 +152,30 @@ impl Broker {
             ),
             metrics: Counters::default(),
             started: std::time::Instant::now(),
+            listeners: Mutex::new(Vec::new()),
             config,
         })
+    }
+
+    /// Whether `user` may log in from `ip`: users in `loopback_users` (guest, by default)
+    /// only from loopback, as in RabbitMQ.
+    pub fn loopback_allows(&self, user: &str, ip: std::net::IpAddr) -> bool {
+        let listed = self.config.loopback_users.iter().any(|u| u == user);
+        !listed || ip.is_loopback()
+    }
+
+    /// A listener is bound (`protocol` as in [`Broker::listeners`]).
+    pub fn listening(&self, protocol: &'static str, addr: std::net::SocketAddr) {
+        let mut all = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        all.push((protocol, addr));
+    }
+
+    /// Every listener bound, with the port it got (the one asked for, or a free one for 0).
+    pub fn listeners(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A fresh node-unique id (connections, channels, consumers share one counter).
@@ -632,7 +657,7 @@ fn command_vhost(cmd: &MetaCommand) -> Option<&VhostName> {
         | MetaCommand::Bind { vhost, .. }
         | MetaCommand::Unbind { vhost, .. } => vhost,
         MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
-        MetaCommand::DropTransient | MetaCommand::Access(_) => return None,
+        MetaCommand::DropTransient | MetaCommand::Access(_) | MetaCommand::Batch(_) => return None,
     };
     Some(vhost)
 }

@@ -84,6 +84,12 @@ pub struct Config {
     pub management_port: u16,
     /// The Prometheus /metrics port (RabbitMQ: 15692); 0 picks a free one
     pub prometheus_port: u16,
+    /// An HTTPS listener for the management API and UI too (RabbitMQ's
+    /// `management.ssl.port`, usually 15671), with `tls`'s certificate; needs `tls`.
+    pub management_tls_port: Option<u16>,
+    /// An HTTPS listener for `/metrics` too (RabbitMQ's `prometheus.ssl.port`, usually
+    /// 15691), with `tls`'s certificate; needs `tls`.
+    pub prometheus_tls_port: Option<u16>,
     /// Largest request body the management API takes (RabbitMQ: 20 MiB).
     pub management_max_body_bytes: usize,
     /// Largest single request on the admin socket (`tern ctl`): one command line, or one chunk
@@ -130,6 +136,8 @@ impl Default for Config {
             login_failure_addresses: 65_536,
             management_port: 15672,
             prometheus_port: 15692,
+            management_tls_port: None,
+            prometheus_tls_port: None,
             management_max_body_bytes: 20 * 1024 * 1024,
             admin_max_request_bytes: 1024 * 1024,
             amqps_port: 5671,

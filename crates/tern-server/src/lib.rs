@@ -22,6 +22,7 @@
 //! - `prometheus`: `/metrics` in Prometheus' text format, RabbitMQ's series names, on its own
 //!   port.
 //! - `listener`: the accept loops (amqp, amqps), connection admission, the TLS handshake.
+//! - `http`: serving the HTTP listeners (management, Prometheus) over TCP or HTTPS.
 //! - `token`: random names (`amq.gen-…`, `amq.ctag-…`, reply addresses).
 //!
 //! [`start`] binds the listener and returns a [`ServerHandle`].
@@ -35,6 +36,7 @@ mod connection;
 mod direct_reply;
 #[doc(hidden)]
 pub mod harness;
+mod http;
 mod listener;
 mod management;
 mod metrics;
@@ -52,6 +54,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 
@@ -79,6 +82,8 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ServerHandle {
@@ -100,6 +105,12 @@ impl ServerHandle {
     /// The amqps (TLS) listener's address, when TLS is configured.
     pub fn amqps_addr(&self) -> Option<SocketAddr> {
         self.amqps_addr
+    }
+
+    /// Every listener's protocol, as RabbitMQ names it (`amqp`, `amqp/ssl`, `http`, `https`,
+    /// `http/prometheus`, `https/prometheus`), and the address it is bound to.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.broker.listeners()
     }
 
     /// Stop accepting, close every connection with 320 CONNECTION_FORCED (as RabbitMQ does on
@@ -163,18 +174,19 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         broker.config.disk_check_interval,
     );
     // Before binding anything: a bad certificate file stops the start with its name.
-    let tls = broker.config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let (tls, https) = acceptors(&broker.config)?;
     let listener = TcpListener::bind((broker.config.bind, broker.config.amqp_port)).await?;
     let amqp_addr = listener.local_addr()?;
+    broker.listening("amqp", amqp_addr);
     tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listener started");
     let (stop, stopped) = watch::channel(false);
     if let Err(e) = admin::socket::spawn(broker.clone(), stopped.clone()) {
         let path = admin::socket::path(&broker.config.data_dir);
         tracing::warn!(path = %path.display(), error = %e, "no admin socket: tern ctl cannot reach this node");
     }
-    let management_addr = management::spawn(broker.clone(), stopped.clone()).await?;
+    let management_addr = management::spawn(broker.clone(), stopped.clone(), https.clone()).await?;
     tracing::info!(%management_addr, "management API listening");
-    let prometheus_addr = prometheus::spawn(broker.clone(), stopped.clone()).await?;
+    let prometheus_addr = prometheus::spawn(broker.clone(), stopped.clone(), https).await?;
     tracing::info!(%prometheus_addr, "Prometheus metrics listening");
     let mut accept_tasks = Vec::new();
     let mut amqps_addr = None;
@@ -182,6 +194,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         let port = broker.config.amqps_port;
         let tls_listener = TcpListener::bind((broker.config.bind, port)).await?;
         let addr = tls_listener.local_addr()?;
+        broker.listening("amqp/ssl", addr);
         tracing::info!(amqps_addr = %addr, "AMQPS (TLS) listener started");
         amqps_addr = Some(addr);
         let task = listener::accept_loop(
@@ -204,4 +217,20 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         accept_tasks,
         _lock: lock,
     })
+}
+
+/// The amqps listener's TLS, and the HTTPS listeners' when one is asked for; an HTTPS port
+/// without a certificate is an error.
+fn acceptors(config: &Config) -> Result<(Option<TlsAcceptor>, Option<TlsAcceptor>), StartError> {
+    let wants_https = config.management_tls_port.is_some() || config.prometheus_tls_port.is_some();
+    let Some(cfg) = &config.tls else {
+        if wants_https {
+            return Err(StartError::Config(
+                "management_tls_port and prometheus_tls_port need a TLS certificate and key ([tls] cert_file and key_file, or --tls-cert and --tls-key)".into(),
+            ));
+        }
+        return Ok((None, None));
+    };
+    let https = wants_https.then(|| tls::http_acceptor(cfg)).transpose()?;
+    Ok((Some(tls::acceptor(cfg)?), https))
 }

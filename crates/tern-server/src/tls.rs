@@ -1,4 +1,5 @@
-//! TLS for AMQP (`amqps://`, port 5671): rustls with the ring provider, TLS 1.2 and 1.3 only.
+//! TLS for AMQP (`amqps://`, port 5671) and for the HTTPS listeners ([`http_acceptor`]):
+//! rustls with the ring provider, TLS 1.2 and 1.3 only.
 //!
 //! The server certificate chain and key come from PEM files. With a CA file the server asks
 //! for a client certificate and verifies it against that CA (RabbitMQ's `verify_peer`);
@@ -91,10 +92,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The acceptor for the amqps listener; errors name the file at fault.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certs(&cfg.cert_file)?;
-    let key =
-        PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| file_error(&cfg.key_file, e))?;
+    let (provider, chain, key) = server_identity(cfg)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match &cfg.ca_file {
@@ -118,6 +116,33 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         None => builder.with_no_client_auth(),
     };
     let config = builder.with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+type Identity = (
+    Arc<rustls::crypto::CryptoProvider>,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+);
+
+/// The crypto provider, and the server's certificate chain and key read from their files.
+fn server_identity(cfg: &TlsConfig) -> Result<Identity, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certs(&cfg.cert_file)?;
+    let key =
+        PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| file_error(&cfg.key_file, e))?;
+    Ok((provider, chain, key))
+}
+
+/// The HTTPS listeners' TLS (management, Prometheus): `cfg`'s certificate and key, no client
+/// certificate asked for (HTTP basic auth is the login), HTTP/1.1 offered by ALPN.
+pub fn http_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+    let (provider, chain, key) = server_identity(cfg)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

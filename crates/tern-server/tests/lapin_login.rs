@@ -1,4 +1,5 @@
-//! Logins Tern-specific configuration decides: `loopback_users` (guest from loopback only)
+//! Logins Tern-specific configuration decides, over AMQP and the management API:
+//! `loopback_users` (guest from loopback only)
 //! and the budget of failed logins per source address. The client connects from this
 //! machine's non-loopback address to reach the broker as a remote client would.
 
@@ -107,4 +108,72 @@ async fn past_its_failed_login_budget_an_address_is_refused_even_with_the_right_
     login(&remote, "bob", "b0b")
         .await
         .expect("another address keeps its budget");
+}
+
+/// GET /api/whoami as `user` at `addr` (host:port of the management listener): the status,
+/// and the reason of a refusal.
+async fn api_login(addr: &str, user: &str, password: &str) -> (u16, String) {
+    let req = reqwest::Client::new()
+        .get(format!("http://{addr}/api/whoami"))
+        .basic_auth(user, Some(password));
+    let resp = within("management login", req.send()).await.expect("http");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = within("body", resp.json()).await.expect("json");
+    (status, body["reason"].as_str().unwrap_or("").to_string())
+}
+
+fn management_at(broker: &TestBroker, ip: impl std::fmt::Display) -> String {
+    format!("{ip}:{}", broker.handle().management_addr().port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_api_takes_guest_from_loopback_only_as_rabbitmq_does() {
+    let Some((broker, _)) = remote_broker(|_| {}).await else {
+        return;
+    };
+    let remote = management_at(&broker, non_loopback_ipv4());
+    let (status, reason) = api_login(&remote, "guest", "guest").await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (401, "User can only log in via localhost")
+    );
+    let local = management_at(&broker, "127.0.0.1");
+    assert_eq!(api_login(&local, "guest", "guest").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_management_logins_spend_the_same_budget_as_amqp_ones() {
+    let Some((broker, remote)) = remote_broker(|c| {
+        c.login_failure_limit = 3;
+        c.loopback_users.clear();
+    })
+    .await
+    else {
+        return;
+    };
+    let local = management_at(&broker, "127.0.0.1");
+    for _ in 0..3 {
+        let (status, reason) = api_login(&local, "guest", "wrong").await;
+        assert_eq!((status, reason.as_str()), (401, "Not_Authorized"));
+    }
+    assert_eq!(
+        api_login(&local, "guest", "guest").await.0,
+        401,
+        "the budget of 127.0.0.1 is spent, for the API"
+    );
+    let amqp = broker.addr.to_string();
+    assert_eq!(
+        login(&amqp, "guest", "guest").await.err(),
+        Some(403),
+        "and for AMQP"
+    );
+    let api_remote = management_at(&broker, non_loopback_ipv4());
+    assert_eq!(
+        api_login(&api_remote, "guest", "guest").await.0,
+        200,
+        "another address keeps its budget"
+    );
+    login(&remote, "guest", "guest")
+        .await
+        .expect("over AMQP too");
 }

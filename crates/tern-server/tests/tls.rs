@@ -272,3 +272,155 @@ async fn a_missing_certificate_file_stops_the_start_with_its_name() {
     assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
     let _ = std::fs::remove_dir_all(&config.data_dir);
 }
+
+/// A reqwest client that trusts only the test CA.
+fn https_client(pki: &Pki) -> reqwest::Client {
+    let ca = std::fs::read(pki.path("ca.pem")).expect("read CA");
+    let ca = reqwest::Certificate::from_pem(&ca).expect("CA pem");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .expect("https client")
+}
+
+fn port_of(broker: &TestBroker, protocol: &str) -> u16 {
+    let listeners = broker.handle().listeners();
+    let found = listeners.iter().find(|(p, _)| *p == protocol);
+    found
+        .unwrap_or_else(|| panic!("no {protocol} listener in {listeners:?}"))
+        .1
+        .port()
+}
+
+async fn https_broker(pki: &Pki) -> Option<TestBroker> {
+    TestBroker::start_with(|c| {
+        c.tls = Some(pki.config(false, false, CertLogin::CommonName));
+        c.handshake_timeout = Duration::from_millis(500);
+        c.management_tls_port = Some(0);
+        c.prometheus_tls_port = Some(0);
+    })
+    .await
+}
+
+async fn get(client: &reqwest::Client, url: &str, auth: bool) -> (u16, String) {
+    let mut req = client.get(url);
+    if auth {
+        req = req.basic_auth("guest", Some("guest"));
+    }
+    let resp = within("https request", req.send()).await.expect("https");
+    let status = resp.status().as_u16();
+    (status, within("body", resp.text()).await.expect("body"))
+}
+
+#[tokio::test]
+async fn the_management_api_and_metrics_are_served_over_https_too() {
+    let pki = Pki::new();
+    let Some(broker) = https_broker(&pki).await else {
+        return;
+    };
+    let (api, metrics) = (
+        port_of(&broker, "https"),
+        port_of(&broker, "https/prometheus"),
+    );
+    let client = https_client(&pki);
+    let base = format!("https://localhost:{api}");
+    let (status, body) = get(&client, &format!("{base}/api/overview"), true).await;
+    assert_eq!(status, 200, "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let https = overview["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["protocol"] == "https");
+    assert_eq!(
+        https.map(|l| l["port"].clone()),
+        Some(api.into()),
+        "the bound port is listed"
+    );
+    assert_eq!(
+        get(&client, &format!("{base}/api/queues"), false).await.0,
+        401
+    );
+    let (status, page) = get(&client, &format!("{base}/"), false).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "the UI over HTTPS too");
+    let (status, text) = get(
+        &client,
+        &format!("https://localhost:{metrics}/metrics"),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("rabbitmq_connections "), "{text}");
+    let plain = broker.handle().management_addr().port();
+    let resp = within(
+        "plain http",
+        reqwest::get(format!("http://127.0.0.1:{plain}/")),
+    )
+    .await;
+    assert_eq!(
+        resp.expect("plain").status(),
+        200,
+        "the plain listener stays"
+    );
+}
+
+#[tokio::test]
+async fn an_https_client_that_does_not_trust_the_certificate_is_refused() {
+    let pki = Pki::new();
+    let Some(broker) = https_broker(&pki).await else {
+        return;
+    };
+    let port = port_of(&broker, "https");
+    let other = Pki::new();
+    let url = format!("https://localhost:{port}/api/overview");
+    let refused = within("untrusted", https_client(&other).get(url).send()).await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA is not accepted"
+    );
+}
+
+/// Handshakes run off the accept loop: a client that connects and says nothing holds only
+/// its own place, and is dropped at the handshake timeout.
+#[tokio::test]
+async fn a_silent_client_on_the_https_port_blocks_no_one() {
+    let pki = Pki::new();
+    let Some(broker) = https_broker(&pki).await else {
+        return;
+    };
+    let port = port_of(&broker, "https");
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let client = https_client(&pki);
+    let (status, _) = get(
+        &client,
+        &format!("https://localhost:{port}/api/whoami"),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "served while the silent client waits");
+    let mut buf = [0u8; 16];
+    let read = within("the silent client is dropped", silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a word: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_port_without_a_certificate_stops_the_start() {
+    let mut config = tern_server::Config::for_tests();
+    config.management_tls_port = Some(0);
+    let err = tern_server::start(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("need a TLS certificate and key"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+}

@@ -44,6 +44,14 @@ pub struct ServerArgs {
     /// The Prometheus /metrics port (default 15692; 0: any free one).
     #[arg(long)]
     prometheus_port: Option<u16>,
+    /// Serve the management API and UI over HTTPS on this port too (RabbitMQ uses 15671),
+    /// with the TLS certificate and key.
+    #[arg(long)]
+    management_tls_port: Option<u16>,
+    /// Serve /metrics over HTTPS on this port too (RabbitMQ uses 15691), with the TLS
+    /// certificate and key.
+    #[arg(long)]
+    prometheus_tls_port: Option<u16>,
     /// Resident memory above which publishers are blocked: a fraction of RAM (0.4, as
     /// RabbitMQ) or a number of bytes.
     #[arg(long)]
@@ -114,6 +122,12 @@ impl ServerArgs {
         set(&mut config.amqps_port, self.amqps_port);
         set(&mut config.management_port, self.management_port);
         set(&mut config.prometheus_port, self.prometheus_port);
+        if self.management_tls_port.is_some() {
+            config.management_tls_port = self.management_tls_port;
+        }
+        if self.prometheus_tls_port.is_some() {
+            config.prometheus_tls_port = self.prometheus_tls_port;
+        }
         set(&mut config.data_dir, self.data_dir.clone());
         set(&mut config.frame_max_bytes, self.frame_max);
         set(&mut config.heartbeat_secs, self.heartbeat);

@@ -226,8 +226,8 @@ impl MetaStateMachine {
             }
             EntryPayload::Normal(cmd) => {
                 let mut meta = self.shared.lock();
-                let outcome = meta.apply(cmd.clone());
-                self.shared.hook.applied(&meta, &cmd, &outcome);
+                let hook = &self.shared.hook;
+                let outcome = meta.apply_with(cmd, &mut |m, c, o| hook.applied(m, c, o));
                 MetaResponse(Some(outcome))
             }
         }

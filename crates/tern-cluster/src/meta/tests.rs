@@ -85,6 +85,42 @@ async fn commands_survive_a_crash_once_written() {
     raft.shutdown().await;
 }
 
+fn last_log_index(raft: &MetaRaft) -> u64 {
+    raft.raft.metrics().borrow().last_log_index.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_is_one_log_entry_and_replays_member_by_member() {
+    let fs = SimFs::new();
+    let (raft, hook) = start(&fs).await;
+    let before = last_log_index(&raft);
+    let batch = MetaCommand::Batch(vec![exchange("a"), exchange("b"), exchange("c")]);
+    let outcome = raft.write(batch).await.expect("written");
+    let Ok(MetaOutcome::Batch { outcomes, refused }) = outcome else {
+        panic!("not a batch outcome: {outcome:?}");
+    };
+    assert_eq!((outcomes.len(), refused), (3, None));
+    assert_eq!(
+        last_log_index(&raft),
+        before + 1,
+        "one entry, one durable write"
+    );
+    assert_eq!(
+        hook.applied.lock().unwrap().len(),
+        3,
+        "the hook sees each member"
+    );
+    raft.shutdown().await;
+    let (raft, hook) = start(&fs.crash(Crash::LoseUnsynced)).await;
+    assert!(["a", "b", "c"].iter().all(|n| has_exchange(&raft, n)));
+    assert_eq!(
+        hook.applied.lock().unwrap().len(),
+        3,
+        "replayed member by member"
+    );
+    raft.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_refused_command_answers_its_error_and_changes_nothing() {
     let fs = SimFs::new();

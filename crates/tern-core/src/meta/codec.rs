@@ -39,6 +39,7 @@ mod tag {
     pub const DELETE_VHOST: u8 = 8;
     pub const DROP_TRANSIENT: u8 = 9;
     pub const ACCESS: u8 = 10;
+    pub const BATCH: u8 = 11;
 }
 
 pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
@@ -105,6 +106,14 @@ pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
             out.put_u8(tag::ACCESS);
             put_access(out, cmd);
         }
+        MetaCommand::Batch(cmds) => {
+            out.put_u8(tag::BATCH);
+            let n = u32::try_from(cmds.len()).unwrap_or(u32::MAX);
+            out.put_u32(n);
+            for cmd in cmds.iter().take(n as usize) {
+                encode_command(cmd, out);
+            }
+        }
     }
 }
 
@@ -156,9 +165,31 @@ pub fn decode_command(buf: &mut Bytes) -> Result<MetaCommand, CodecError> {
         },
         tag::DROP_TRANSIENT => MetaCommand::DropTransient,
         tag::ACCESS => MetaCommand::Access(get_access(buf)?),
+        tag::BATCH => MetaCommand::Batch(get_batch(buf)?),
         other => return Err(CodecError::Tag(other)),
     };
     Ok(cmd)
+}
+
+/// A batch's members: a u32 count, then each command (none of them a batch). The count is
+/// checked against what is left (every command takes at least two bytes) before anything is
+/// allocated for it.
+fn get_batch(buf: &mut Bytes) -> Result<Vec<MetaCommand>, CodecError> {
+    if buf.remaining() < 4 {
+        return Err(CodecError::Truncated);
+    }
+    let count = buf.get_u32() as usize;
+    if count > buf.remaining() / 2 {
+        return Err(CodecError::Truncated);
+    }
+    let mut cmds = Vec::with_capacity(count);
+    for _ in 0..count {
+        match decode_command(buf)? {
+            MetaCommand::Batch(_) => return Err(CodecError::Field("a batch inside a batch")),
+            cmd => cmds.push(cmd),
+        }
+    }
+    Ok(cmds)
 }
 
 pub(super) fn put_str(out: &mut BytesMut, s: &ShortStr) {
@@ -446,6 +477,14 @@ mod tests {
         ]
     }
 
+    /// A single command or a batch of them.
+    fn entry() -> impl Strategy<Value = MetaCommand> {
+        prop_oneof![
+            command(),
+            prop::collection::vec(command(), 0..6).prop_map(MetaCommand::Batch),
+        ]
+    }
+
     fn user() -> impl Strategy<Value = UserDef> {
         let hash = prop::option::of((any::<bool>(), prop::collection::vec(any::<u8>(), 0..68)));
         (name(), hash, prop::collection::vec(name(), 0..3)).prop_map(|(n, h, tags)| UserDef {
@@ -506,7 +545,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_command_decodes_to_itself(cmd in command()) {
+        fn every_command_decodes_to_itself(cmd in entry()) {
             let mut out = BytesMut::new();
             encode_command(&cmd, &mut out);
             let mut bytes = out.freeze();
@@ -515,13 +554,24 @@ mod tests {
         }
 
         #[test]
-        fn a_command_cut_anywhere_is_an_error_not_a_panic(cmd in command(), cut in any::<usize>()) {
+        fn a_command_cut_anywhere_is_an_error_not_a_panic(cmd in entry(), cut in any::<usize>()) {
             let mut out = BytesMut::new();
             encode_command(&cmd, &mut out);
             let cut = cut % out.len();
             let mut bytes = out.freeze().slice(..cut);
             prop_assert!(decode_command(&mut bytes).is_err());
         }
+    }
+
+    #[test]
+    fn a_batch_inside_a_batch_or_a_count_beyond_the_bytes_is_refused() {
+        let inner = MetaCommand::Batch(vec![MetaCommand::DropTransient]);
+        let mut out = BytesMut::new();
+        encode_command(&MetaCommand::Batch(vec![inner]), &mut out);
+        let nested = decode_command(&mut out.freeze());
+        assert_eq!(nested, Err(CodecError::Field("a batch inside a batch")));
+        let mut huge = Bytes::from_static(&[VERSION, tag::BATCH, 0xff, 0xff, 0xff, 0xff, 1, 9]);
+        assert_eq!(decode_command(&mut huge), Err(CodecError::Truncated));
     }
 
     #[test]

@@ -536,3 +536,59 @@ fn only_names_the_server_chose_pass_the_reserved_prefix_rule() {
         MetaOutcome::QueueDeclared { created: false, .. }
     ));
 }
+
+#[test]
+fn a_batch_applies_in_order_and_stops_at_the_first_refusal() {
+    let mut meta = Metadata::new();
+    let batch = MetaCommand::Batch(vec![
+        declare_x(xdef("orders", ExchangeKind::Topic)),
+        declare_q(qdef("q1"), 1),
+        bind("orders", to_q("q1"), "#"),
+        bind("orders", to_q("missing"), "#"),
+        declare_q(qdef("never"), 1),
+    ]);
+    let mut seen = Vec::new();
+    let outcome = meta.apply_with(batch, &mut |m, cmd, result| {
+        seen.push((
+            m.generation(),
+            matches!(cmd, MetaCommand::Batch(_)),
+            result.is_ok(),
+        ));
+    });
+    let Ok(MetaOutcome::Batch { outcomes, refused }) = outcome else {
+        panic!("not a batch outcome: {outcome:?}");
+    };
+    assert_eq!(outcomes.len(), 3);
+    assert!(matches!(outcomes[2], MetaOutcome::Bound { created: true }));
+    assert_error(
+        refused.expect("the fourth is refused"),
+        ReplyCode::NotFound,
+        "NOT_FOUND - no queue 'missing' in vhost '/'",
+    );
+    let oks: Vec<bool> = seen.iter().map(|s| s.2).collect();
+    assert_eq!(
+        oks,
+        [true, true, true, false],
+        "each member reported, the batch never"
+    );
+    assert!(seen.iter().all(|s| !s.1));
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "reported with the state it left"
+    );
+    assert!(meta.queue(&vh(), &QueueName::from("q1")).is_some());
+    assert!(meta.queue(&vh(), &QueueName::from("never")).is_none());
+}
+
+#[test]
+fn a_batch_inside_a_batch_is_refused_without_changing_anything() {
+    let mut meta = Metadata::new();
+    let inner = MetaCommand::Batch(vec![declare_q(qdef("q1"), 1)]);
+    let outcome = ok(&mut meta, MetaCommand::Batch(vec![inner]));
+    let MetaOutcome::Batch { outcomes, refused } = outcome else {
+        panic!("not a batch outcome");
+    };
+    assert!(outcomes.is_empty());
+    assert_eq!(refused.map(|e| e.code), Some(ReplyCode::InternalError));
+    assert!(meta.queue(&vh(), &QueueName::from("q1")).is_none());
+}

@@ -112,9 +112,11 @@ bind = "127.0.0.2"
 amqp_port = 1
 amqps_port = 2
 prometheus_port = 3
+prometheus_tls_port = 29
 
 [management]
 port = 4
+tls_port = 30
 max_body_bytes = 5
 
 [limits]
@@ -176,7 +178,9 @@ level = "debug"
             amqp_port: 1,
             amqps_port: 2,
             prometheus_port: 3,
+            prometheus_tls_port: Some(29),
             management_port: 4,
+            management_tls_port: Some(30),
             management_max_body_bytes: 5,
             admin_max_request_bytes: 931,
             frame_max_bytes: 6,

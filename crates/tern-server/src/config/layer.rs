@@ -95,6 +95,7 @@ section!(
         amqp_port: u16,
         amqps_port: u16,
         prometheus_port: u16,
+        prometheus_tls_port: u16,
     }
 );
 
@@ -102,6 +103,7 @@ section!(
     /// `[management]`: the HTTP API.
     Management "management" env "TERN_MANAGEMENT_" {
         port: u16,
+        tls_port: u16,
         max_body_bytes: usize,
     }
 );
@@ -239,6 +241,9 @@ impl Layer {
     pub fn apply(self, c: &mut Config) -> Result<(), String> {
         self.listeners.apply(c);
         set(&mut c.management_port, self.management.port);
+        if let Some(port) = self.management.tls_port {
+            c.management_tls_port = Some(port);
+        }
         set(
             &mut c.management_max_body_bytes,
             self.management.max_body_bytes,
@@ -269,6 +274,9 @@ impl Listeners {
         set(&mut c.amqp_port, self.amqp_port);
         set(&mut c.amqps_port, self.amqps_port);
         set(&mut c.prometheus_port, self.prometheus_port);
+        if let Some(port) = self.prometheus_tls_port {
+            c.prometheus_tls_port = Some(port);
+        }
     }
 }
 

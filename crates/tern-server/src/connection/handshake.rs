@@ -201,8 +201,7 @@ impl<S: ClientStream> Handshake<'_, S> {
     /// Users in `loopback_users` (guest, by default) may connect from loopback only. The
     /// client hears only that the login was refused, as from RabbitMQ; the log says why.
     fn loopback_allows(&self, user: &str) -> bool {
-        let listed = self.config().loopback_users.iter().any(|u| u == user);
-        !listed || self.peer.ip().is_loopback()
+        self.broker.loopback_allows(user, self.peer.ip())
     }
 
     /// RabbitMQ (rabbit_reader's validate_negotiated_integer_value) refuses a tune-ok value

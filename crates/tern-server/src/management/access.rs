@@ -117,30 +117,36 @@ pub async fn put_user(
 
 /// Create the user, or set its password (if the body has one) and tags; true if created.
 pub async fn upsert_user(b: &Arc<Broker>, name: &str, body: &Value) -> ApiResult<bool> {
+    let exists = b.with_meta(|m| m.access().user(name).is_some());
+    for cmd in user_commands(name, body, exists)? {
+        apply(b, cmd).await?;
+    }
+    Ok(!exists)
+}
+
+/// What a PUT body (or a definitions file's user) asks for: the user added, or, if it
+/// `exists`, its password (when the body has one) and tags set.
+pub(crate) fn user_commands(name: &str, body: &Value, exists: bool) -> ApiResult<Vec<MetaCommand>> {
     let (password, tags) = (password_of(body)?, tags_of(body));
-    let user = UserName::from(name);
-    if b.with_meta(|m| m.access().user(name).is_none()) {
-        let def = UserDef {
-            name: user,
+    let name = UserName::from(name);
+    if !exists {
+        let user = UserDef {
+            name,
             password,
             tags,
         };
-        apply(b, MetaCommand::Access(AccessCommand::AddUser { user: def })).await?;
-        return Ok(true);
+        return Ok(vec![MetaCommand::Access(AccessCommand::AddUser { user })]);
     }
+    let mut cmds = Vec::with_capacity(2);
     if password.is_some() || body.get("password_hash").is_some() {
-        let cmd = AccessCommand::SetPassword {
-            name: user.clone(),
+        let set = AccessCommand::SetPassword {
+            name: name.clone(),
             password,
         };
-        apply(b, MetaCommand::Access(cmd)).await?;
+        cmds.push(MetaCommand::Access(set));
     }
-    apply(
-        b,
-        MetaCommand::Access(AccessCommand::SetTags { name: user, tags }),
-    )
-    .await?;
-    Ok(false)
+    cmds.push(MetaCommand::Access(AccessCommand::SetTags { name, tags }));
+    Ok(cmds)
 }
 
 pub async fn delete_user(

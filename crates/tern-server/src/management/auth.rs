@@ -3,9 +3,11 @@
 //! everything, `monitoring` read everything, `management` (and `policymaker`) their own
 //! vhosts; a user with none of these may not use the API.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use base64::Engine;
@@ -14,6 +16,7 @@ use tern_core::names::{UserName, VhostName};
 
 use super::ApiError;
 use crate::broker::Broker;
+use crate::http::Peer;
 
 pub struct Caller {
     pub name: String,
@@ -110,15 +113,36 @@ fn credentials(parts: &Parts) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// Check a login as the AMQP listener does: the address's failed-login budget first (an
+/// address past it is refused unchecked), then the password, then `loopback_users`. `ip` is
+/// None only where no connection carries one (never on the listeners).
+fn login(broker: &Broker, ip: Option<IpAddr>, name: &str, password: &str) -> Result<(), ApiError> {
+    let now = Instant::now();
+    if let Some(ip) = ip.filter(|ip| !broker.logins.allows(*ip, now)) {
+        tracing::warn!(user = %name, %ip, "management API login refused: too many failed logins from this address");
+        return Err(unauthorized("Not_Authorized"));
+    }
+    if let Err(why) = broker.check_password(name, password) {
+        if let Some(ip) = ip {
+            broker.logins.failed(ip, now);
+        }
+        tracing::warn!(user = %name, "management API login failed: {why}");
+        return Err(unauthorized("Not_Authorized"));
+    }
+    if let Some(ip) = ip.filter(|ip| !broker.loopback_allows(name, *ip)) {
+        tracing::warn!(user = %name, %ip, "management API login refused: '{name}' can only log in via localhost (loopback_users)");
+        return Err(unauthorized("User can only log in via localhost"));
+    }
+    Ok(())
+}
+
 impl FromRequestParts<Arc<Broker>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
         let (name, password) = credentials(parts).ok_or_else(|| unauthorized("Not_Authorized"))?;
-        if let Err(why) = broker.check_password(&name, &password) {
-            tracing::warn!(user = %name, "management API login failed: {why}");
-            return Err(unauthorized("Not_Authorized"));
-        }
+        let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0 .0);
+        login(broker, peer.map(|p| p.ip()), &name, &password)?;
         let tags = broker.with_meta(|m| {
             let user = m.access().user(&name);
             user.map(|u| u.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>())

@@ -4,6 +4,7 @@
 //! exported empty and ignored on import (Tern has none yet). Server-named and exclusive
 //! queues, and the built-in exchanges, are not exported, as in RabbitMQ.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -16,11 +17,11 @@ use tern_core::meta::{Binding, MetaCommand, Metadata};
 use tern_core::names::VhostName;
 use tern_core::routing::Destination;
 
-use super::access::{permission_json, upsert_user, user_json};
+use super::access::{permission_json, user_commands, user_json};
 use super::auth::Caller;
 use super::bindings::binding_json;
-use super::objects::{exchange_json, json_arguments, put_exchange_def, put_queue_def, table_json};
-use super::{apply, ApiError, ApiResult};
+use super::objects::{exchange_command, exchange_json, json_arguments, queue_command, table_json};
+use super::{apply_batch, ApiError, ApiResult};
 use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
@@ -97,38 +98,59 @@ pub async fn post_definitions(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Commands per metadata log entry when importing: a chunk from `tern ctl import_definitions`
+/// (250 objects) is one entry, one durable write.
+const BATCH_COMMANDS: usize = 256;
+
 /// Import: vhosts, users, permissions, then exchanges, queues, bindings; how many objects.
 /// Stops at the first refusal (naming it); what came before it stays, as in RabbitMQ. Any
 /// part of a file (a chunk with some of the lists) imports the same way, which is how
-/// `tern ctl import_definitions` sends a large one.
+/// `tern ctl import_definitions` sends a large one. The commands are written in batches of
+/// [`BATCH_COMMANDS`], each one metadata log entry.
 pub(crate) async fn import(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
-    let mut count = 0;
-    for v in list(defs, "vhosts") {
-        let name = text(v, "name").into();
-        apply(b, MetaCommand::AddVhost { name }).await?;
-        count += 1;
-    }
-    for u in list(defs, "users") {
-        upsert_user(b, text(u, "name"), u).await?;
-        count += 1;
-    }
-    count += import_permissions(b, defs).await?;
-    for x in list(defs, "exchanges") {
-        put_exchange_def(b, text(x, "vhost"), text(x, "name"), x).await?;
-        count += 1;
-    }
-    for q in list(defs, "queues") {
-        put_queue_def(b, text(q, "vhost"), text(q, "name"), q).await?;
-        count += 1;
-    }
-    for bnd in list(defs, "bindings") {
-        import_binding(b, bnd).await?;
-        count += 1;
+    let (cmds, count) = b.with_meta(|m| import_commands(m, defs))?;
+    let mut cmds = cmds.into_iter().peekable();
+    while cmds.peek().is_some() {
+        apply_batch(b, cmds.by_ref().take(BATCH_COMMANDS).collect()).await?;
     }
     Ok(count)
 }
 
-async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
+/// The commands that import `defs` into `m`, in dependency order, and how many objects
+/// they are.
+fn import_commands(m: &Metadata, defs: &Value) -> ApiResult<(Vec<MetaCommand>, usize)> {
+    let mut cmds = Vec::new();
+    let mut count = 0;
+    for v in list(defs, "vhosts") {
+        cmds.push(MetaCommand::AddVhost {
+            name: text(v, "name").into(),
+        });
+        count += 1;
+    }
+    let mut added = HashSet::new();
+    for u in list(defs, "users") {
+        let name = text(u, "name");
+        let exists = m.access().user(name).is_some() || !added.insert(name);
+        cmds.extend(user_commands(name, u, exists)?);
+        count += 1;
+    }
+    count += permission_commands(defs, &mut cmds);
+    for x in list(defs, "exchanges") {
+        cmds.push(exchange_command(text(x, "vhost"), text(x, "name"), x)?);
+        count += 1;
+    }
+    for q in list(defs, "queues") {
+        cmds.push(queue_command(text(q, "vhost"), text(q, "name"), q));
+        count += 1;
+    }
+    for bnd in list(defs, "bindings") {
+        cmds.push(binding_command(bnd)?);
+        count += 1;
+    }
+    Ok((cmds, count))
+}
+
+fn permission_commands(defs: &Value, cmds: &mut Vec<MetaCommand>) -> usize {
     let mut count = 0;
     for p in list(defs, "permissions") {
         let cmd = AccessCommand::SetPermissions {
@@ -138,7 +160,7 @@ async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
             write: text(p, "write").into(),
             read: text(p, "read").into(),
         };
-        apply(b, MetaCommand::Access(cmd)).await?;
+        cmds.push(MetaCommand::Access(cmd));
         count += 1;
     }
     for p in list(defs, "topic_permissions") {
@@ -149,13 +171,13 @@ async fn import_permissions(b: &Arc<Broker>, defs: &Value) -> ApiResult<usize> {
             write: text(p, "write").into(),
             read: text(p, "read").into(),
         };
-        apply(b, MetaCommand::Access(cmd)).await?;
+        cmds.push(MetaCommand::Access(cmd));
         count += 1;
     }
-    Ok(count)
+    count
 }
 
-async fn import_binding(b: &Arc<Broker>, v: &Value) -> ApiResult<()> {
+fn binding_command(v: &Value) -> ApiResult<MetaCommand> {
     let dest = text(v, "destination");
     let destination = match text(v, "destination_type") {
         "queue" => Destination::Queue(dest.into()),
@@ -172,13 +194,8 @@ async fn import_binding(b: &Arc<Broker>, v: &Value) -> ApiResult<()> {
         routing_key: ShortStr::from(text(v, "routing_key")),
         arguments: json_arguments(v),
     };
-    apply(
-        b,
-        MetaCommand::Bind {
-            vhost: text(v, "vhost").into(),
-            binding,
-        },
-    )
-    .await?;
-    Ok(())
+    Ok(MetaCommand::Bind {
+        vhost: text(v, "vhost").into(),
+        binding,
+    })
 }

@@ -81,18 +81,9 @@ fn churn_rates(b: &Broker) -> Value {
 }
 
 pub(crate) fn listeners(b: &Broker) -> Value {
-    let c = &b.config;
-    let mut ports = vec![
-        ("amqp", c.amqp_port),
-        ("http", c.management_port),
-        ("http/prometheus", c.prometheus_port),
-    ];
-    if c.tls.is_some() {
-        ports.push(("amqp/ssl", c.amqps_port));
-    }
-    let ip = c.bind.to_string();
-    let each = ports.into_iter().map(|(protocol, port)| {
-        json!({"node": NODE, "protocol": protocol, "port": port, "ip_address": ip})
+    let each = b.listeners().into_iter().map(|(protocol, addr)| {
+        json!({"node": NODE, "protocol": protocol, "port": addr.port(),
+               "ip_address": addr.ip().to_string()})
     });
     Value::Array(each.collect())
 }
@@ -139,10 +130,7 @@ pub async fn in_service(_: Caller) -> Response {
 }
 
 pub async fn port_listener(_: Caller, State(b): Shared, Path(port): Path<u16>) -> Response {
-    let mut ports = vec![b.config.amqp_port, b.config.management_port];
-    if b.config.tls.is_some() {
-        ports.push(b.config.amqps_port);
-    }
+    let ports: Vec<u16> = b.listeners().iter().map(|(_, a)| a.port()).collect();
     if ports.contains(&port) {
         return Json(json!({"status": "ok", "port": port})).into_response();
     }

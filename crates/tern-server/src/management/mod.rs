@@ -35,12 +35,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use tern_core::meta::{MetaCommand, MetaOutcome};
 
 use crate::broker::Broker;
+use crate::http;
 
 /// The node's name as the API reports it (RabbitMQ's `rabbit@host`).
 pub const NODE: &str = "tern@localhost";
@@ -93,10 +94,26 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// A definition change, through the metadata log like any AMQP client's: 404 for what is not
 /// there, 400 for any other refusal (with RabbitMQ's text).
 pub async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
-    broker.apply(cmd).await.map_err(|e| match e.code {
+    broker.apply(cmd).await.map_err(refusal)
+}
+
+/// Apply `cmds` as one metadata log entry (one durable write): in order, stopping at the
+/// first refusal, which is the error (400, in RabbitMQ's words, naming what was refused);
+/// those before it stay applied.
+pub async fn apply_batch(broker: &Arc<Broker>, cmds: Vec<MetaCommand>) -> ApiResult<()> {
+    match apply(broker, MetaCommand::Batch(cmds)).await? {
+        MetaOutcome::Batch {
+            refused: Some(e), ..
+        } => Err(ApiError::bad_request(e.message)),
+        _ => Ok(()),
+    }
+}
+
+fn refusal(e: tern_amqp::AmqpError) -> ApiError {
+    match e.code {
         tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
         _ => ApiError::bad_request(e.message),
-    })
+    }
 }
 
 /// What a PUT answers: 201 for something new, 204 for an update.
@@ -228,25 +245,18 @@ fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
-/// Bind the management listener and serve it until `stopped`.
+/// Serve the API and UI on `management_port`, and over HTTPS on `management_tls_port` with
+/// `https` when both are given, until `stopped`; the plain listener's address.
 pub async fn spawn(
     broker: Arc<Broker>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
+    https: Option<TlsAcceptor>,
 ) -> std::io::Result<SocketAddr> {
-    let addr = (broker.config.bind, broker.config.management_port);
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let app = router(broker);
-    tokio::spawn(async move {
-        let stop = async move {
-            let _ = stopped.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "management listener failed");
-        }
-    });
-    Ok(local)
+    let app = router(broker.clone());
+    let port = broker.config.management_port;
+    let addr = http::serve(&broker, "http", port, None, app.clone(), stopped.clone()).await?;
+    if let (Some(port), Some(tls)) = (broker.config.management_tls_port, https) {
+        http::serve(&broker, "https", port, Some(tls), app, stopped).await?;
+    }
+    Ok(addr)
 }

@@ -153,11 +153,17 @@ pub async fn put_exchange_def(
     name: &str,
     body: &Value,
 ) -> ApiResult<bool> {
+    let cmd = exchange_command(v, name, body)?;
+    let existed = b.with_meta(|m| m.exchange(&v.into(), &name.into()).is_some());
+    apply(b, cmd).await?;
+    Ok(!existed)
+}
+
+/// The declare that a PUT body (or a definitions file's exchange) asks for.
+pub(crate) fn exchange_command(v: &str, name: &str, body: &Value) -> ApiResult<MetaCommand> {
     let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
     let kind = ExchangeKind::parse(kind)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind}'")))?;
-    let vhost = VhostName::from(v);
-    let existed = b.with_meta(|m| m.exchange(&vhost, &name.into()).is_some());
     let def = ExchangeDef {
         name: name.into(),
         kind,
@@ -166,16 +172,11 @@ pub async fn put_exchange_def(
         internal: flag(body, "internal", false),
         arguments: json_arguments(body),
     };
-    apply(
-        b,
-        MetaCommand::DeclareExchange {
-            vhost,
-            def,
-            passive: false,
-        },
-    )
-    .await?;
-    Ok(!existed)
+    Ok(MetaCommand::DeclareExchange {
+        vhost: v.into(),
+        def,
+        passive: false,
+    })
 }
 
 pub async fn delete_exchange(
@@ -277,8 +278,13 @@ pub async fn put_queue(
 
 /// Declare a queue from its JSON; true if it is new.
 pub async fn put_queue_def(b: &Arc<Broker>, v: &str, name: &str, body: &Value) -> ApiResult<bool> {
-    let vhost = VhostName::from(v);
-    let existed = b.with_meta(|m| m.queue(&vhost, &name.into()).is_some());
+    let existed = b.with_meta(|m| m.queue(&v.into(), &name.into()).is_some());
+    apply(b, queue_command(v, name, body)).await?;
+    Ok(!existed)
+}
+
+/// The declare that a PUT body (or a definitions file's queue) asks for.
+pub(crate) fn queue_command(v: &str, name: &str, body: &Value) -> MetaCommand {
     let def = QueueDef {
         name: name.into(),
         durable: flag(body, "durable", true),
@@ -286,15 +292,13 @@ pub async fn put_queue_def(b: &Arc<Broker>, v: &str, name: &str, body: &Value) -
         auto_delete: flag(body, "auto_delete", false),
         arguments: json_arguments(body),
     };
-    let cmd = MetaCommand::DeclareQueue {
-        vhost,
+    MetaCommand::DeclareQueue {
+        vhost: v.into(),
         def,
         passive: false,
         server_named: false,
         requester: ConnectionId(0),
-    };
-    apply(b, cmd).await?;
-    Ok(!existed)
+    }
 }
 
 pub async fn delete_queue(

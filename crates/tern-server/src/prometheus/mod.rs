@@ -20,10 +20,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::{Broker, QueueFigures};
+use crate::http;
 use crate::metrics::{Counter, Counters, EXPORTED};
 use crate::queue_actor::QueueStats;
 use text::{Exposition, Kind, CONTENT_TYPE};
@@ -35,31 +36,35 @@ const QUEUE_STATS_WAIT: Duration = Duration::from_secs(2);
 /// The node and cluster name, as the management API gives them.
 const NODE_NAME: &str = "tern@localhost";
 
-/// Bind the Prometheus listener and serve it until `stopped`.
+/// Serve `/metrics` on `prometheus_port`, and over HTTPS on `prometheus_tls_port` with
+/// `https` when both are given, until `stopped`; the plain listener's address.
 pub async fn spawn(
     broker: Arc<Broker>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
+    https: Option<TlsAcceptor>,
 ) -> std::io::Result<SocketAddr> {
-    let addr = (broker.config.bind, broker.config.prometheus_port);
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/per-object", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found\n") })
-        .with_state(broker);
-    tokio::spawn(async move {
-        let stop = async move {
-            let _ = stopped.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "Prometheus listener failed");
-        }
-    });
-    Ok(local)
+        .with_state(broker.clone());
+    let (plain, tls_port) = (
+        broker.config.prometheus_port,
+        broker.config.prometheus_tls_port,
+    );
+    let addr = http::serve(
+        &broker,
+        "http/prometheus",
+        plain,
+        None,
+        app.clone(),
+        stopped.clone(),
+    )
+    .await?;
+    if let (Some(port), Some(tls)) = (tls_port, https) {
+        http::serve(&broker, "https/prometheus", port, Some(tls), app, stopped).await?;
+    }
+    Ok(addr)
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
