@@ -1,6 +1,7 @@
 //! The management web UI: its assets and their security headers over plain HTTP, and the UI
 //! itself in a real browser (headless chromium, see `browser`): log in, find a queue an AMQP
-//! client made, whose name is HTML, shown as text and never parsed, and purge it.
+//! client made, whose name is HTML, shown as text and never parsed; publish to it and get its
+//! messages back (payloads and headers HTML too, shown as text), and purge it.
 //!
 //! Needs chromium (`apt-get install -y chromium`; `.ci/run` installs it): without it the
 //! browser test fails and says so.
@@ -106,7 +107,7 @@ fn queue_row_js(name_js: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ui_shows_a_queue_with_an_html_name_as_text_and_purges_it() {
+async fn the_ui_shows_a_queue_with_an_html_name_as_text_publishes_gets_and_purges() {
     let Some(broker) = TestBroker::start_own().await else {
         return;
     };
@@ -127,7 +128,16 @@ async fn the_ui_shows_a_queue_with_an_html_name_as_text_and_purges_it() {
     page.eval("document.querySelector('#tabs a[data-tab=queues]').click()")
         .await;
     find_queue_in_list(&mut page, &name_js, "3").await;
-    open_queue_and_purge(&mut page, &queue, &name_js).await;
+    open_queue(&mut page, &name_js).await;
+    publish_in_the_ui(&mut page).await;
+    get_in_the_ui(&mut page).await;
+    save_artifact("web-ui-messages.png", &page.screenshot().await);
+    assert_eq!(
+        messages_in(&base, &queue).await,
+        4,
+        "got with requeue: all stay"
+    );
+    purge_in_the_ui(&mut page, &queue).await;
     assert_eq!(messages_in(&base, &queue).await, 0, "purged through the UI");
 
     page.eval("document.querySelector('#tabs a[data-tab=queues]').click()")
@@ -240,7 +250,7 @@ async fn find_queue_in_list(page: &mut Page, name_js: &str, total: &str) {
     assert_eq!(images, 0, "an <img> was made from the queue name");
 }
 
-async fn open_queue_and_purge(page: &mut Page, queue: &str, name_js: &str) {
+async fn open_queue(page: &mut Page, name_js: &str) {
     let row = queue_row_js(name_js);
     page.eval(&format!("{row}.cells[0].querySelector('a').click()"))
         .await;
@@ -252,6 +262,76 @@ async fn open_queue_and_purge(page: &mut Page, queue: &str, name_js: &str) {
         ),
     )
     .await;
+}
+
+/// The form of the queue page's box titled `title`.
+fn form_js(title: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#queue-detail .box')]\
+         .find(b => b.querySelector('h3').textContent === '{title}').querySelector('form')"
+    )
+}
+
+const UI_PAYLOAD: &str = "<b>from the UI</b>";
+
+/// Publish a persistent message with an HTML payload and header through the queue page.
+async fn publish_in_the_ui(page: &mut Page) {
+    let form = form_js("Publish message");
+    let payload = serde_json::to_string(UI_PAYLOAD).expect("JS string");
+    page.eval(&format!(
+        "{{ const f = {form}; f.elements.payload.value = {payload};\
+         f.elements.headers.value = '{{\"x-ui\": \"<i>header</i>\"}}';\
+         f.elements.mode.value = '2'; f.requestSubmit(); }}"
+    ))
+    .await;
+    page.wait_for(
+        "the publish to be reported",
+        "document.getElementById('flash').textContent === 'Message published.'",
+    )
+    .await;
+    page.wait_for(
+        "the queue to show 4 ready messages",
+        "document.getElementById('queue-info').textContent.includes('Ready4')",
+    )
+    .await;
+}
+
+/// Get the four messages back (requeued): the last is the one published, its payload and
+/// header shown as text.
+async fn get_in_the_ui(page: &mut Page) {
+    let form = form_js("Get messages");
+    page.eval(&format!(
+        "{{ const f = {form}; f.elements.count.value = '4'; f.requestSubmit(); }}"
+    ))
+    .await;
+    page.wait_for(
+        "four messages shown",
+        "document.querySelectorAll('#messages .message').length === 4",
+    )
+    .await;
+    let last = "[...document.querySelectorAll('#messages .message')][3].textContent";
+    let shown = page.eval(last).await;
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(shown.contains(UI_PAYLOAD), "the payload as text: {shown}");
+    assert!(
+        shown.contains("<i>header</i>"),
+        "the header as text: {shown}"
+    );
+    assert!(shown.contains("delivery_mode"), "the properties: {shown}");
+    let first = page
+        .eval("[...document.querySelectorAll('#messages .message')][0].textContent")
+        .await;
+    let first = first.as_str().unwrap_or_default();
+    assert!(first.contains("<script>alert(0)</script>"), "{first}");
+    let made = "document.querySelectorAll('#messages b, #messages i, #messages script').length";
+    assert_eq!(
+        page.eval(made).await,
+        0,
+        "an element was made from a message"
+    );
+}
+
+async fn purge_in_the_ui(page: &mut Page, queue: &str) {
     // Clicked from a timer: confirm() blocks the page, and with it an evaluation that clicks.
     page.eval("setTimeout(() => document.getElementById('purge').click(), 0)")
         .await;
