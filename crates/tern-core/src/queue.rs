@@ -202,6 +202,11 @@ impl QueueState {
         self.paged
     }
 
+    /// Bytes of the messages on disk only.
+    pub fn paged_bytes(&self) -> u64 {
+        self.paged_bytes
+    }
+
     /// Ready messages held in memory.
     pub fn in_memory(&self) -> usize {
         self.ready.len()

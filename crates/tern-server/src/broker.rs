@@ -85,6 +85,31 @@ pub struct ConnInfo {
     pub heartbeat: u16,
     /// Open channels, kept by the connection.
     pub channels: AtomicUsize,
+    pub mechanism: String,
+    /// Socket reads and writes, and their bytes (RabbitMQ's recv_cnt / recv_oct, send_cnt /
+    /// send_oct), counted by the connection per read and per write.
+    pub io: IoCounts,
+}
+
+/// A connection's socket traffic.
+#[derive(Debug, Default)]
+pub struct IoCounts {
+    pub recv_cnt: AtomicU64,
+    pub recv_oct: AtomicU64,
+    pub send_cnt: AtomicU64,
+    pub send_oct: AtomicU64,
+}
+
+impl IoCounts {
+    pub fn received(&self, bytes: usize) {
+        self.recv_cnt.fetch_add(1, Ordering::Relaxed);
+        self.recv_oct.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.send_cnt.fetch_add(1, Ordering::Relaxed);
+        self.send_oct.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// One queue's counts, as operators see them.
@@ -379,7 +404,11 @@ impl Broker {
     /// Apply a definition change: answered locally if it changes nothing, else written to
     /// the metadata log (durably) and applied; [`BrokerHook`] does the rest.
     pub async fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
-        if let Some(answer) = self.lock_meta().answer_locally(&cmd) {
+        let local = self.lock_meta().answer_locally(&cmd);
+        if let Some(answer) = local {
+            if let Ok(outcome) = &answer {
+                self.count_queue_churn(outcome);
+            }
             return answer;
         }
         let Some(raft) = self.raft.get() else {
@@ -389,8 +418,32 @@ impl Broker {
             ));
         };
         match raft.write(cmd).await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                if let Ok(outcome) = &outcome {
+                    self.count_queue_churn(outcome);
+                }
+                outcome
+            }
             Err(e) => self.fatal(&e),
+        }
+    }
+
+    /// Queues declared, created and deleted through this node (RabbitMQ's churn counters).
+    fn count_queue_churn(&self, outcome: &MetaOutcome) {
+        match outcome {
+            MetaOutcome::QueueDeclared { created, .. } => {
+                self.metrics.add(Counter::QueuesDeclared, 1);
+                if *created {
+                    self.metrics.add(Counter::QueuesCreated, 1);
+                }
+            }
+            MetaOutcome::QueueDeleted { existed: true, .. } => {
+                self.metrics.add(Counter::QueuesDeleted, 1)
+            }
+            MetaOutcome::Batch { outcomes, .. } => {
+                outcomes.iter().for_each(|o| self.count_queue_churn(o))
+            }
+            _ => {}
         }
     }
 

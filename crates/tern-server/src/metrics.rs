@@ -1,5 +1,6 @@
 //! Node-wide message and connection counters: what RabbitMQ exports as
-//! `rabbitmq_global_messages_*_total` and `rabbitmq_connections_{opened,closed}_total`, and what
+//! `rabbitmq_global_messages_*_total` and the churn (`rabbitmq_connections_opened_total`,
+//! `..._channels_...`, `..._queues_{declared,created,deleted}_total`), and what
 //! the management API's `message_stats` shows.
 //!
 //! The hot path never touches a shared cache line per message: a connection counts into its own
@@ -42,9 +43,15 @@ pub enum Counter {
     /// Client connections that finished the handshake.
     ConnectionsOpened,
     ConnectionsClosed,
+    ChannelsOpened,
+    ChannelsClosed,
+    /// queue.declare (and the API's PUT) that succeeded, passive ones included.
+    QueuesDeclared,
+    QueuesCreated,
+    QueuesDeleted,
 }
 
-const COUNTERS: usize = Counter::ConnectionsClosed as usize + 1;
+const COUNTERS: usize = Counter::QueuesDeleted as usize + 1;
 
 /// Every counter with RabbitMQ's name (after `rabbitmq_global_`, or `rabbitmq_` for the
 /// connection counters) and help text, in export order.
@@ -66,7 +73,19 @@ pub const EXPORTED: [(Counter, &str, &str); COUNTERS] = [
     (Counter::Acknowledged, "messages_acknowledged_total", "Total number of messages acknowledged by consumers"),
     (Counter::ConnectionsOpened, "connections_opened_total", "Total number of connections opened"),
     (Counter::ConnectionsClosed, "connections_closed_total", "Total number of connections closed or terminated"),
+    (Counter::ChannelsOpened, "channels_opened_total", "Total number of channels opened"),
+    (Counter::ChannelsClosed, "channels_closed_total", "Total number of channels closed"),
+    (Counter::QueuesDeclared, "queues_declared_total", "Total number of queues declared"),
+    (Counter::QueuesCreated, "queues_created_total", "Total number of queues created"),
+    (Counter::QueuesDeleted, "queues_deleted_total", "Total number of queues deleted"),
 ];
+
+impl Counter {
+    /// Connections, channels and queues coming and going (exported without `global_`).
+    pub fn is_churn(self) -> bool {
+        self as usize >= Counter::ConnectionsOpened as usize
+    }
+}
 
 /// The node's totals (held by the broker as `metrics`).
 #[derive(Default)]

@@ -69,6 +69,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/health/checks/virtual-hosts"),
     ("GET", "/api/health/checks/is-in-service"),
     ("GET", "/api/health/checks/port-listener/5672"),
+    ("GET", "/api/topic-permissions"),
+    ("GET", "/api/topic-permissions/%2F/guest"),
+    ("PUT", "/api/topic-permissions/%2F/guest"),
+    ("DELETE", "/api/topic-permissions/%2F/guest"),
+    ("GET", "/api/vhosts/%2F/permissions"),
+    ("GET", "/api/vhosts/%2F/topic-permissions"),
+    ("GET", "/api/users/guest/permissions"),
+    ("GET", "/api/users/guest/topic-permissions"),
     ("GET", "/api/no-such-route"),
 ];
 
@@ -90,7 +98,7 @@ async fn every_route_refuses_a_caller_without_valid_credentials() {
                 StatusCode::UNAUTHORIZED,
                 "{method} {path} with {auth:?}"
             );
-            assert_eq!(body["error"], "not_authorised", "{method} {path}");
+            assert_eq!(body["error"], "not_authorized", "{method} {path}");
         }
     }
     // Nothing was changed by the refused calls.

@@ -274,6 +274,11 @@ const REQUIRED: &[&str] = &[
     "rabbitmq_queues",
     "rabbitmq_connections_opened_total",
     "rabbitmq_connections_closed_total",
+    "rabbitmq_channels_opened_total",
+    "rabbitmq_channels_closed_total",
+    "rabbitmq_queues_declared_total",
+    "rabbitmq_queues_created_total",
+    "rabbitmq_queues_deleted_total",
     "rabbitmq_queue_messages_ready",
     "rabbitmq_queue_messages_unacked",
     "rabbitmq_queue_messages",
@@ -517,19 +522,35 @@ async fn queue_names_with_quotes_and_backslashes_are_escaped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_opened_and_closed_are_counted() {
+async fn connections_channels_and_queues_coming_and_going_are_counted() {
     let Some(broker) = TestBroker::start_own().await else {
         return;
     };
     let conn = lp::connect(&broker).await;
+    let ch = lp::channel(&conn).await;
+    let name = common::unique("churn");
+    lp::declare_queue(&ch, &name).await;
+    lp::declare_queue(&ch, &name).await;
     let s = scrape(&broker).await;
     assert_eq!(s.total("rabbitmq_connections_opened_total"), 1.0);
     assert_eq!(s.total("rabbitmq_connections_closed_total"), 0.0);
+    assert_eq!(s.total("rabbitmq_channels_opened_total"), 1.0);
+    assert_eq!(
+        s.total("rabbitmq_queues_declared_total"),
+        2.0,
+        "a redeclare counts"
+    );
+    assert_eq!(s.total("rabbitmq_queues_created_total"), 1.0);
+    within("queue.delete", ch.queue_delete(&name, Default::default()))
+        .await
+        .expect("delete");
     within("close", conn.close(200, "bye"))
         .await
         .expect("close");
-    await_scrape(&broker, "the close counted", |s| {
+    await_scrape(&broker, "the closes and the delete counted", |s| {
         s.total("rabbitmq_connections_closed_total") == 1.0
+            && s.total("rabbitmq_channels_closed_total") == 1.0
+            && s.total("rabbitmq_queues_deleted_total") == 1.0
             && s.total("rabbitmq_connections") == 0.0
     })
     .await;

@@ -35,6 +35,8 @@ pub struct Negotiated {
     pub vhost_slot: VhostSlot,
     pub client_properties: FieldTable,
     pub caps: ClientCaps,
+    /// The SASL mechanism the client logged in with (PLAIN, AMQPLAIN, EXTERNAL).
+    pub mechanism: String,
 }
 
 pub struct Handshake<'a, S> {
@@ -92,6 +94,7 @@ impl<S: ClientStream> Handshake<'_, S> {
             vhost_slot,
             client_properties: start_ok.client_properties,
             caps,
+            mechanism: start_ok.mechanism.to_string(),
         })
     }
 

@@ -35,6 +35,8 @@ use tern_amqp::{
     FramePayload, Method, ReplyCode,
 };
 use tern_core::names::{ConnectionId, ConsumerId, VhostName};
+
+use crate::metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -277,6 +279,8 @@ fn conn_info(
         channel_max: n.channel_max,
         heartbeat: n.heartbeat,
         channels: Default::default(),
+        mechanism: n.mechanism.clone(),
+        io: Default::default(),
     }
 }
 
@@ -369,6 +373,7 @@ impl Connection {
                     if last_read_len == 0 {
                         return Err(ConnError::Eof);
                     }
+                    self.info.io.received(last_read_len);
                     last_read = Instant::now();
                     self.process_frames(&mut rbuf).await?;
                 }
@@ -390,6 +395,7 @@ impl Connection {
             self.broker.metrics.absorb(&mut self.counts);
             if !self.out.is_empty() {
                 writer.write_all(&self.out).await?;
+                self.info.io.sent(self.out.len());
                 self.out.clear();
                 wrote = true;
                 self.after_flush().await;
@@ -510,13 +516,21 @@ impl Connection {
         }
     }
 
-    /// A channel error closes the channel; anything else closes the connection.
-    /// Publish the channel count for operators.
-    fn count_channels(&self) {
+    /// Publish the channel count for operators, and count the channels opened and closed
+    /// since the last call (the churn `/api/overview` and Prometheus show).
+    fn count_channels(&mut self) {
         let n = self.channels.len();
-        self.info
+        let was = self
+            .info
             .channels
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+            .swap(n, std::sync::atomic::Ordering::Relaxed);
+        match n.cmp(&was) {
+            std::cmp::Ordering::Greater => {
+                self.counts.add(Counter::ChannelsOpened, (n - was) as u64)
+            }
+            std::cmp::Ordering::Less => self.counts.add(Counter::ChannelsClosed, (was - n) as u64),
+            std::cmp::Ordering::Equal => {}
+        }
     }
 
     fn fail(&mut self, channel: u16, error: AmqpError) {

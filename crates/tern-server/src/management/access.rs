@@ -164,7 +164,8 @@ pub async fn delete_user(
 
 fn vhost_json(name: &VhostName) -> Value {
     json!({"name": name.as_str(), "description": "", "tags": [], "tracing": false,
-           "default_queue_type": "classic", "metadata": {"description": "", "tags": []}})
+           "default_queue_type": "classic", "metadata": {"description": "", "tags": []},
+           "cluster_state": {super::NODE: "running"}})
 }
 
 pub async fn list_vhosts(
@@ -220,7 +221,8 @@ pub fn permission_json(v: &VhostName, u: &UserName, p: &Permissions) -> Value {
            "write": p.write.text(), "read": p.read.text()})
 }
 
-fn permissions(b: &Broker, filter: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+/// Every permission whose vhost and user pass `filter`.
+pub(crate) fn permissions(b: &Broker, filter: impl Fn(&str, &str) -> bool) -> Vec<Value> {
     b.with_meta(|m| {
         m.access()
             .permissions()

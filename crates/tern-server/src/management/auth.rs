@@ -43,7 +43,7 @@ impl Caller {
         }
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "not_authorised",
+            "not_authorized",
             "Not administrator user",
         ))
     }
@@ -96,7 +96,7 @@ impl Caller {
 }
 
 fn unauthorized(reason: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
+    ApiError::new(StatusCode::UNAUTHORIZED, "not_authorized", reason)
 }
 
 /// `Authorization: Basic base64(user:password)` into the user and password.

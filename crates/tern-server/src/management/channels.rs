@@ -31,6 +31,8 @@ fn channel_json(c: &ConnInfo, ch: &ChannelDetail) -> Value {
         "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(),
                                "peer_port": c.peer.port()},
         "prefetch_count": ch.prefetch_count, "global_prefetch_count": ch.global_prefetch_count,
+        // Classic queues only: no quorum-queue commands are ever pending.
+        "pending_raft_commands": 0,
         "consumer_count": ch.consumer_count,
         "messages_unacknowledged": ch.messages_unacknowledged,
         "messages_unconfirmed": 0, "messages_uncommitted": 0, "acks_uncommitted": 0,
@@ -74,6 +76,18 @@ pub(crate) fn consumers_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> 
         .iter()
         .flat_map(|(c, d)| d.consumers.iter().map(move |k| consumer_json(c, k)));
     each.collect()
+}
+
+/// The consumers on one queue that `caller` may see (a queue's `consumer_details`).
+pub(crate) async fn queue_consumers(
+    caller: &Caller,
+    b: &Broker,
+    vhost: &str,
+    queue: &str,
+) -> Vec<Value> {
+    let mut all = consumers_of(&visible(caller, b, Some(vhost)).await);
+    all.retain(|k| k["queue"]["name"] == queue);
+    all
 }
 
 pub async fn list_channels(

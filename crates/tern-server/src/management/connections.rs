@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
-use tern_amqp::ReplyCode;
+use tern_amqp::{FieldValue, ReplyCode};
 
 use super::auth::Caller;
 use super::objects::table_json;
@@ -30,7 +30,24 @@ pub(crate) fn connection_json(c: &ConnInfo) -> Value {
         "channels": c.channels.load(Ordering::Relaxed),
         "frame_max": c.frame_max, "channel_max": c.channel_max, "timeout": c.heartbeat,
         "client_properties": table_json(&c.client_properties),
+        "auth_mechanism": c.mechanism, "user_who_performed_action": c.user,
+        "user_provided_name": provided_name(c),
+        "recv_cnt": c.io.recv_cnt.load(Ordering::Relaxed),
+        "recv_oct": c.io.recv_oct.load(Ordering::Relaxed),
+        "send_cnt": c.io.send_cnt.load(Ordering::Relaxed),
+        "send_oct": c.io.send_oct.load(Ordering::Relaxed),
+        // Not TLS: RabbitMQ's nulls. (TLS: the session's details are not kept yet.)
+        "ssl_protocol": null, "ssl_cipher": null, "ssl_hash": null, "ssl_key_exchange": null,
+        "peer_cert_subject": null, "peer_cert_issuer": null, "peer_cert_validity": null,
     })
+}
+
+/// The name the client gave its connection (`connection_name` in its properties), or null.
+fn provided_name(c: &ConnInfo) -> Value {
+    match c.client_properties.get("connection_name") {
+        Some(FieldValue::LongStr(b)) => json!(String::from_utf8_lossy(b)),
+        _ => Value::Null,
+    }
 }
 
 fn visible(caller: &Caller, b: &Broker, vhost: Option<&str>) -> Vec<Value> {

@@ -21,6 +21,7 @@ use super::access::{permission_json, user_commands, user_json};
 use super::auth::Caller;
 use super::bindings::binding_json;
 use super::objects::{exchange_command, exchange_json, json_arguments, queue_command, table_json};
+use super::topics::topic_json;
 use super::{apply_batch, ApiError, ApiResult};
 use crate::broker::Broker;
 
@@ -54,10 +55,10 @@ pub(crate) fn export(m: &Metadata) -> Value {
         "vhosts": vhosts.iter().map(|v| json!({"name": v.as_str(), "limits": [],
             "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
         "permissions": a.permissions().map(|(v, u, p)| permission_json(v, u, p)).collect::<Vec<_>>(),
-        "topic_permissions": a.topic_permissions().map(|(v, u, t)| json!({"user": u.as_str(),
-            "vhost": v.as_str(), "exchange": t.exchange.as_str(), "write": t.write.text(),
-            "read": t.read.text()})).collect::<Vec<_>>(),
-        "parameters": [], "global_parameters": [], "policies": [],
+        "topic_permissions": a.topic_permissions().map(|(v, u, t)| topic_json(v, u, t))
+            .collect::<Vec<_>>(),
+        "parameters": [], "policies": [],
+        "global_parameters": [{"name": "cluster_name", "value": super::NODE}],
         "queues": queues, "exchanges": exchanges, "bindings": bindings,
     })
 }

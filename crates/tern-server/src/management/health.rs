@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::facts;
 use super::NODE;
 use crate::broker::Broker;
 
@@ -25,8 +26,12 @@ pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
         "erlang_version": "none",
         "erlang_full_version": "none (Tern is written in Rust)",
         "statistics_db_event_queue": 0,
-        "churn_rates": churn_rates(&b),
+        "churn_rates": facts::churn(&b),
         "cluster_name": NODE,
+        "exchange_types": facts::exchange_types(),
+        "contexts": facts::contexts(&b),
+        // Rates are kept for the node only, over the last 5 s; nothing is switched off.
+        "rates_mode": "basic", "disable_stats": false, "enable_queue_totals": true,
         "node": NODE,
         "message_stats": message_stats(&b),
         "queue_totals": queue_totals,
@@ -71,13 +76,6 @@ fn message_stats(b: &Broker) -> Value {
         out.insert(format!("{name}_details"), json!({"rate": rate}));
     }
     Value::Object(out)
-}
-
-/// Connections opened and closed since the node started (RabbitMQ: over its sampling window).
-fn churn_rates(b: &Broker) -> Value {
-    use crate::metrics::Counter;
-    json!({"connection_created": b.metrics.get(Counter::ConnectionsOpened),
-           "connection_closed": b.metrics.get(Counter::ConnectionsClosed)})
 }
 
 pub(crate) fn listeners(b: &Broker) -> Value {
@@ -144,7 +142,8 @@ async fn node_json(b: &Broker) -> Value {
     let os = crate::alarms::node_resources(&b.config.data_dir).await;
     let alarms = b.alarms.state();
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
-    json!({
+    let fds = facts::file_descriptors();
+    let mut node = json!({
         "name": NODE, "type": "disc", "running": true, "being_drained": false,
         "uptime": b.started.elapsed().as_millis() as u64,
         "os_pid": std::process::id().to_string(), "processors": processors,
@@ -155,7 +154,15 @@ async fn node_json(b: &Broker) -> Value {
         "sockets_used": b.open_connections(), "sockets_total": b.config.max_connections,
         "rates_mode": "basic", "partitions": [], "enabled_plugins": [], "applications": [],
         "rabbitmq_version": env!("CARGO_PKG_VERSION"), "erlang_version": "none",
-    })
+        "exchange_types": facts::exchange_types(), "auth_mechanisms": facts::auth_mechanisms(b),
+        "contexts": facts::contexts(b), "fd_used": fds.0, "fd_total": fds.1,
+        "db_dir": b.config.data_dir.display().to_string(), "log_files": ["<stdout>"],
+        "mem_calculation_strategy": "rss", "cluster_links": [],
+    });
+    if let (Some(node), Value::Object(churn)) = (node.as_object_mut(), facts::churn(b)) {
+        node.extend(churn);
+    }
+    node
 }
 
 pub async fn nodes(_: Caller, State(b): Shared) -> Json<Value> {

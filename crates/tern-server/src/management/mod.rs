@@ -5,7 +5,8 @@
 //!
 //! - `auth`: the caller, from the Authorization header, and the tag checks;
 //! - `access`: `/api/users`, `/api/vhosts`, `/api/permissions`, `/api/whoami`;
-//! - `health`: `/api/overview` and `/api/health/checks/*`;
+//! - `health`: `/api/overview`, `/api/nodes` and `/api/health/checks/*`;
+//! - `facts`: what the overview and nodes say of the node (exchange types, churn, ...);
 //! - `connections`: `/api/connections`, listing and closing;
 //! - `channels`: `/api/channels` and `/api/consumers`, asked of the connections;
 //! - `definitions`: `/api/definitions`, export and import in RabbitMQ's format;
@@ -13,6 +14,7 @@
 //! - `objects`: `/api/exchanges`, `/api/queues`;
 //! - `bindings`: `/api/bindings` in all its forms;
 //! - `pages`: sorting, filtering and pagination of the lists;
+//! - `topics`: `/api/topic-permissions`, and permissions per user and per vhost;
 //! - `ui`: the web UI at `/` (static assets, no auth: its API calls carry the credentials).
 
 mod access;
@@ -21,10 +23,12 @@ pub(crate) mod bindings;
 pub(crate) mod channels;
 pub(crate) mod connections;
 pub(crate) mod definitions;
+mod facts;
 pub(crate) mod health;
 mod messages;
 pub(crate) mod objects;
 mod pages;
+mod topics;
 mod ui;
 
 use std::net::SocketAddr;
@@ -166,6 +170,23 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/api/consumers", get(channels::list_consumers))
         .route("/api/consumers/{vhost}", get(channels::vhost_consumers))
         .route("/api/permissions", get(access::list_permissions))
+        .route("/api/topic-permissions", get(topics::list))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(topics::get_pair)
+                .put(topics::put_pair)
+                .delete(topics::delete_pair),
+        )
+        .route("/api/vhosts/{vhost}/permissions", get(topics::of_vhost))
+        .route("/api/users/{user}/permissions", get(topics::of_user))
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(topics::topics_of_vhost),
+        )
+        .route(
+            "/api/users/{user}/topic-permissions",
+            get(topics::topics_of_user),
+        )
         .route(
             "/api/permissions/{vhost}/{user}",
             get(access::get_permission)

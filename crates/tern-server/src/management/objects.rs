@@ -18,7 +18,7 @@ use super::pages::{page, ListQuery};
 use super::NODE;
 use super::{apply, created_or_updated, ApiError, ApiResult};
 use crate::broker::Broker;
-use crate::queue_actor::QueueCmd;
+use crate::queue_actor::{QueueCmd, QueueStats};
 
 type Shared = State<Arc<Broker>>;
 
@@ -209,12 +209,39 @@ pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> V
             .unwrap_or_default(),
         None => Default::default(),
     };
-    let total = u64::from(stats.messages) + u64::from(stats.unacked);
-    json!({"name": q.name.as_str(), "vhost": vhost.as_str(), "durable": q.durable,
-           "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner.is_some(),
-           "arguments": table_json(&q.arguments), "node": NODE, "state": "running",
-           "type": "classic", "messages": total, "messages_ready": stats.messages,
-           "messages_unacknowledged": stats.unacked, "consumers": stats.consumers})
+    let mut json = json!({"name": q.name.as_str(), "vhost": vhost.as_str(),
+           "durable": q.durable, "auto_delete": q.auto_delete,
+           "exclusive": q.exclusive_owner.is_some(), "arguments": table_json(&q.arguments),
+           "node": NODE, "state": "running", "type": "classic",
+           "consumers": stats.consumers,
+           // Tern has no policies (yet) and no mirrors: RabbitMQ's answers for that.
+           "policy": null, "operator_policy": null, "effective_policy_definition": {},
+           "recoverable_slaves": null});
+    if let Some(o) = json.as_object_mut() {
+        o.extend(message_figures(&stats));
+    }
+    json
+}
+
+/// The queue's message and byte counts with RabbitMQ's names: ready, unacknowledged, in
+/// memory (unacknowledged ones always are), paged out to disk.
+fn message_figures(s: &QueueStats) -> Map<String, Value> {
+    let (ready, unacked) = (u64::from(s.messages), u64::from(s.unacked));
+    let ready_bytes = s.ready_bytes_in_memory + s.paged_bytes;
+    let figures = json!({
+        "messages": ready + unacked, "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+        "messages_ram": s.ready_in_memory + unacked, "messages_ready_ram": s.ready_in_memory,
+        "messages_unacknowledged_ram": unacked, "messages_paged_out": s.paged,
+        "message_bytes": ready_bytes + s.unacked_bytes, "message_bytes_ready": ready_bytes,
+        "message_bytes_unacknowledged": s.unacked_bytes,
+        "message_bytes_ram": s.ready_bytes_in_memory + s.unacked_bytes,
+        "message_bytes_paged_out": s.paged_bytes,
+    });
+    match figures {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// Every queue of `vhosts` with its counts, rendered (the admin socket's `list_queues` too).
@@ -262,7 +289,10 @@ pub async fn get_queue(
     let vhost = VhostName::from(v.as_str());
     let def = b.with_meta(|m| m.queue(&vhost, &name.as_str().into()).cloned());
     let def = def.ok_or_else(ApiError::not_found)?;
-    Ok(Json(queue_json(&b, &vhost, &def).await))
+    let mut queue = queue_json(&b, &vhost, &def).await;
+    let consumers = super::channels::queue_consumers(&caller, &b, &v, &name).await;
+    queue["consumer_details"] = Value::Array(consumers);
+    Ok(Json(queue))
 }
 
 pub async fn put_queue(

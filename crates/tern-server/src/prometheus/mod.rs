@@ -95,7 +95,7 @@ fn global_counters(x: &mut Exposition, counters: &Counters) {
     for (counter, name, help) in EXPORTED {
         let value = counters.get(counter);
         match counter {
-            Counter::ConnectionsOpened | Counter::ConnectionsClosed => {
+            c if c.is_churn() => {
                 x.single(&format!("rabbitmq_{name}"), Kind::Counter, help, value);
             }
             _ => {

@@ -101,6 +101,14 @@ pub struct QueueStats {
     pub consumers: u32,
     /// Delivered, not yet acknowledged.
     pub unacked: u32,
+    /// Ready messages in memory, and their bytes.
+    pub ready_in_memory: u64,
+    pub ready_bytes_in_memory: u64,
+    /// Ready messages on disk only (paged out), and their bytes.
+    pub paged: u64,
+    pub paged_bytes: u64,
+    /// Bytes of the unacknowledged messages (held in memory).
+    pub unacked_bytes: u64,
 }
 
 impl QueueShared {
@@ -425,6 +433,11 @@ impl QueueActor {
             messages: self.state.message_count(),
             consumers: self.state.consumer_count(),
             unacked: self.state.unacked_count(),
+            ready_in_memory: self.state.in_memory() as u64,
+            ready_bytes_in_memory: self.state.ready_bytes(),
+            paged: self.state.paged(),
+            paged_bytes: self.state.paged_bytes(),
+            unacked_bytes: self.state.unacked_bytes(),
         }
     }
 

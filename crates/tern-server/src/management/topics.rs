@@ -1,0 +1,156 @@
+//! `/api/topic-permissions` and the per-user and per-vhost permission lists
+//! (`/api/users/{user}/permissions`, `/api/vhosts/{vhost}/topic-permissions`, ...), as
+//! RabbitMQ's API has them. Administrators only, as there.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use tern_core::meta::access::{AccessCommand, TopicPermissions};
+use tern_core::meta::{MetaCommand, MetaOutcome};
+use tern_core::names::{UserName, VhostName};
+
+use super::access::permissions;
+use super::auth::Caller;
+use super::{apply, created_or_updated, ApiError, ApiResult};
+use crate::broker::Broker;
+
+type Shared = State<Arc<Broker>>;
+
+/// A topic permission as RabbitMQ's API and definitions show it.
+pub fn topic_json(v: &VhostName, u: &UserName, t: &TopicPermissions) -> Value {
+    json!({"user": u.as_str(), "vhost": v.as_str(), "exchange": t.exchange.as_str(),
+           "write": t.write.text(), "read": t.read.text()})
+}
+
+/// Every topic permission whose vhost and user pass `filter`.
+pub fn topic_permissions(b: &Broker, filter: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+    b.with_meta(|m| {
+        m.access()
+            .topic_permissions()
+            .filter(|(v, u, _)| filter(v.as_str(), u.as_str()))
+            .map(|(v, u, t)| topic_json(v, u, t))
+            .collect()
+    })
+}
+
+pub async fn list(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(Value::Array(topic_permissions(&b, |_, _| true))))
+}
+
+/// One user's in one vhost (one per exchange); 404 when there are none.
+pub async fn get_pair(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let found = topic_permissions(&b, |v, u| v == vhost && u == user);
+    if found.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(Value::Array(found)))
+}
+
+/// PUT `{"exchange", "write", "read"}`: 201 for a new exchange's, 204 for a change.
+pub async fn put_pair(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let exchange = field("exchange");
+    let existed = topic_permissions(&b, |v, u| v == vhost && u == user)
+        .iter()
+        .any(|t| t["exchange"] == exchange.as_str());
+    let cmd = AccessCommand::SetTopicPermissions {
+        vhost: vhost.as_str().into(),
+        user: user.as_str().into(),
+        exchange: exchange.as_str().into(),
+        write: field("write"),
+        read: field("read"),
+    };
+    apply(&b, MetaCommand::Access(cmd)).await?;
+    Ok(created_or_updated(!existed))
+}
+
+/// DELETE: all of the user's topic permissions in the vhost, as RabbitMQ's.
+pub async fn delete_pair(
+    caller: Caller,
+    State(b): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let cmd = AccessCommand::ClearTopicPermissions {
+        vhost: vhost.as_str().into(),
+        user: user.as_str().into(),
+        exchange: None,
+    };
+    match apply(&b, MetaCommand::Access(cmd)).await? {
+        MetaOutcome::AccessChanged { changed: false } => Err(ApiError::not_found()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Which lists a path asks for: a vhost's or a user's (404 when it does not exist).
+fn scope(b: &Broker, kind: &str, name: &str) -> ApiResult<()> {
+    let exists = b.with_meta(|m| match kind {
+        "vhosts" => m.vhost_exists(&VhostName::from(name)),
+        _ => m.access().user(name).is_some(),
+    });
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+pub async fn of_vhost(
+    caller: Caller,
+    State(b): Shared,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    scope(&b, "vhosts", &vhost)?;
+    Ok(Json(Value::Array(permissions(&b, |v, _| v == vhost))))
+}
+
+pub async fn of_user(
+    caller: Caller,
+    State(b): Shared,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    scope(&b, "users", &user)?;
+    Ok(Json(Value::Array(permissions(&b, |_, u| u == user))))
+}
+
+pub async fn topics_of_vhost(
+    caller: Caller,
+    State(b): Shared,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    scope(&b, "vhosts", &vhost)?;
+    Ok(Json(Value::Array(topic_permissions(&b, |v, _| v == vhost))))
+}
+
+pub async fn topics_of_user(
+    caller: Caller,
+    State(b): Shared,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    scope(&b, "users", &user)?;
+    Ok(Json(Value::Array(topic_permissions(&b, |_, u| u == user))))
+}
