@@ -86,6 +86,8 @@ pub struct ConnInfo {
     /// Open channels, kept by the connection.
     pub channels: AtomicUsize,
     pub mechanism: String,
+    /// What an amqps connection's TLS handshake negotiated.
+    pub tls_session: Option<crate::tls::TlsSession>,
     /// Socket reads and writes, and their bytes (RabbitMQ's recv_cnt / recv_oct, send_cnt /
     /// send_oct), counted by the connection per read and per write.
     pub io: IoCounts,

@@ -102,6 +102,7 @@ impl Harness {
                 tls: false,
                 deadline: tokio::time::Instant::now() + Duration::from_secs(1),
                 cert_user: None,
+                tls_session: None,
             };
             let served = tokio::spawn(connection::serve(broker, server, accepted));
             let (mut read, mut write) = tokio::io::split(client);

@@ -61,6 +61,7 @@ pub async fn accept_loop(
                 tls: tls.is_some(),
                 deadline,
                 cert_user: None,
+                tls_session: None,
             };
             match tls {
                 None => connection::serve(broker.clone(), stream, accepted).await,
@@ -100,5 +101,6 @@ async fn serve_tls(
         (Some(cert), Some(from)) => tls::cert_user(cert, from),
         _ => None,
     };
+    accepted.tls_session = Some(tls::session(stream.get_ref().1));
     connection::serve(broker.clone(), stream, accepted).await;
 }

@@ -164,3 +164,80 @@ pub fn cert_user(cert: &CertificateDer<'_>, from: CertLogin) -> Option<String> {
             _ => None,
         })
 }
+
+/// What an amqps connection negotiated, as RabbitMQ's management API names it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsSession {
+    /// `tlsv1.3`, `tlsv1.2`.
+    pub protocol: String,
+    /// The bulk cipher (`aes_256_gcm`, `chacha20_poly1305`).
+    pub cipher: String,
+    /// The suite's hash (`sha384`).
+    pub hash: String,
+    /// `any` under TLS 1.3 (the suite does not fix it), else `ecdhe_rsa` or `ecdhe_ecdsa`.
+    pub key_exchange: String,
+    /// The client certificate's subject, issuer and validity, when it gave one.
+    pub peer_cert: Option<(String, String, String)>,
+}
+
+/// The negotiated protocol, suite and client certificate of a finished handshake.
+pub fn session(conn: &rustls::ServerConnection) -> TlsSession {
+    let protocol = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "tlsv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "tlsv1.2",
+        _ => "unknown",
+    };
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()).to_ascii_lowercase())
+        .unwrap_or_default();
+    let (key_exchange, cipher, hash) = split_suite(&suite);
+    let peer_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| X509Certificate::from_der(c.as_ref()).ok())
+        .map(|(_, x)| {
+            let v = x.validity();
+            let validity = format!("{} - {}", v.not_before, v.not_after);
+            (x.subject().to_string(), x.issuer().to_string(), validity)
+        });
+    TlsSession {
+        protocol: protocol.into(),
+        cipher,
+        hash,
+        key_exchange,
+        peer_cert,
+    }
+}
+
+/// `tls13_aes_256_gcm_sha384` into (`any`, `aes_256_gcm`, `sha384`);
+/// `tls_ecdhe_rsa_with_aes_128_gcm_sha256` into (`ecdhe_rsa`, `aes_128_gcm`, `sha256`).
+fn split_suite(suite: &str) -> (String, String, String) {
+    let (kx, rest) = match suite.strip_prefix("tls13_") {
+        Some(rest) => ("any", rest),
+        None => {
+            let rest = suite.strip_prefix("tls_").unwrap_or(suite);
+            rest.split_once("_with_").unwrap_or(("unknown", rest))
+        }
+    };
+    let (cipher, hash) = rest.rsplit_once('_').unwrap_or((rest, ""));
+    (kx.into(), cipher.into(), hash.into())
+}
+
+#[cfg(test)]
+mod suite_tests {
+    use super::split_suite;
+
+    #[test]
+    fn suites_split_into_rabbitmqs_names() {
+        let parts = |k: &str, c: &str, h: &str| (k.to_string(), c.to_string(), h.to_string());
+        assert_eq!(
+            split_suite("tls13_aes_256_gcm_sha384"),
+            parts("any", "aes_256_gcm", "sha384")
+        );
+        assert_eq!(
+            split_suite("tls_ecdhe_rsa_with_chacha20_poly1305_sha256"),
+            parts("ecdhe_rsa", "chacha20_poly1305", "sha256")
+        );
+    }
+}

@@ -176,6 +176,7 @@ async fn external_logs_in_the_user_the_client_certificate_names() {
     );
     let (conn, _) = rs::connect_with(&args).await;
     round_trip(&conn).await;
+    connection_shows_its_tls_session(&broker).await;
     let args = amqps_args(
         &broker,
         with_cert(&pki, "mallory"),
@@ -271,6 +272,35 @@ async fn a_missing_certificate_file_stops_the_start_with_its_name() {
         .expect("refused");
     assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
     let _ = std::fs::remove_dir_all(&config.data_dir);
+}
+
+/// The management API lists alice's connection with its TLS protocol, suite and certificate.
+async fn connection_shows_its_tls_session(broker: &TestBroker) {
+    let api = common::api::Api::of(broker);
+    let (_, conns) = api
+        .guest(reqwest::Method::GET, "/api/connections", None)
+        .await;
+    let alice = conns
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["user"] == "alice"));
+    let alice = alice.unwrap_or_else(|| panic!("alice's connection in {conns}"));
+    assert_eq!(alice["ssl"], true);
+    assert_eq!(alice["auth_mechanism"], "EXTERNAL");
+    assert_eq!(alice["ssl_protocol"], "tlsv1.3", "{alice}");
+    assert!(
+        alice["ssl_cipher"].as_str().is_some_and(|c| !c.is_empty()),
+        "{alice}"
+    );
+    assert!(
+        alice["ssl_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha")),
+        "{alice}"
+    );
+    let subject = alice["peer_cert_subject"].as_str().unwrap_or_default();
+    assert!(subject.contains("CN=alice"), "{alice}");
+    let issuer = alice["peer_cert_issuer"].as_str().unwrap_or_default();
+    assert!(issuer.contains("CN=Tern test CA"), "{alice}");
 }
 
 /// A reqwest client that trusts only the test CA.

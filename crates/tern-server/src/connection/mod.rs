@@ -191,12 +191,15 @@ pub struct Accepted {
     pub deadline: tokio::time::Instant,
     /// The user name the client's TLS certificate carries, for SASL EXTERNAL.
     pub cert_user: Option<String>,
+    /// What the TLS handshake negotiated (amqps only).
+    pub tls_session: Option<crate::tls::TlsSession>,
 }
 
 /// Serve one accepted socket until it closes. Never panics on client input.
 pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted: Accepted) {
     let peer = accepted.peer;
     let accepted_meta = (accepted.peer, accepted.local, accepted.tls);
+    let tls_session = accepted.tls_session;
     let mut buf = BytesMut::with_capacity(1024);
     let handshake = handshake::Handshake {
         stream: &mut stream,
@@ -212,7 +215,9 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     };
     let (sink, events) = mpsc::unbounded_channel();
     let id = ConnectionId(broker.next_id());
-    let info = Arc::new(conn_info(id, &accepted_meta, &negotiated));
+    let mut info = conn_info(id, &accepted_meta, &negotiated);
+    info.tls_session = tls_session;
+    let info = Arc::new(info);
     // Read after the handshake's permissions: a change since then is noticed at the next check.
     let access_generation = 0;
     // The listener's `connection` span (named `peer -> local`) learns who this is.
@@ -281,6 +286,7 @@ fn conn_info(
         channels: Default::default(),
         mechanism: n.mechanism.clone(),
         io: Default::default(),
+        tls_session: None,
     }
 }
 
