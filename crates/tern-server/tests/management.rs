@@ -686,3 +686,66 @@ async fn an_import_stops_at_the_first_refusal_and_keeps_what_came_before() {
         "bound before the refusal, not after"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_permissions_and_the_per_user_and_per_vhost_lists() {
+    let Some(broker) = TestBroker::start_own().await else {
+        return;
+    };
+    let api = Api::of(&broker);
+    let path = "/api/topic-permissions/%2F/guest";
+    assert_eq!(
+        api.guest(Method::GET, path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let topic = json!({"exchange": "amq.topic", "write": "^a\\.", "read": ".*"});
+    let (s, _) = api.guest(Method::PUT, path, Some(topic.clone())).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api.guest(Method::PUT, path, Some(topic)).await;
+    assert_eq!(
+        s,
+        StatusCode::NO_CONTENT,
+        "the same exchange again: an update"
+    );
+    let expected = json!([{"user": "guest", "vhost": "/", "exchange": "amq.topic",
+                           "write": "^a\\.", "read": ".*"}]);
+    for list in [
+        path,
+        "/api/topic-permissions",
+        "/api/users/guest/topic-permissions",
+        "/api/vhosts/%2F/topic-permissions",
+    ] {
+        assert_eq!(
+            api.guest(Method::GET, list, None).await,
+            (StatusCode::OK, expected.clone()),
+            "{list}"
+        );
+    }
+    let (s, perms) = api
+        .guest(Method::GET, "/api/users/guest/permissions", None)
+        .await;
+    assert_eq!((s, perms[0]["vhost"].clone()), (StatusCode::OK, json!("/")));
+    let (s, perms) = api
+        .guest(Method::GET, "/api/vhosts/%2F/permissions", None)
+        .await;
+    assert_eq!(
+        (s, perms[0]["user"].clone()),
+        (StatusCode::OK, json!("guest"))
+    );
+    let missing = api
+        .guest(Method::GET, "/api/users/nobody/permissions", None)
+        .await;
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.guest(Method::DELETE, path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.guest(Method::GET, path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.guest(Method::DELETE, path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

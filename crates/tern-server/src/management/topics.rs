@@ -102,55 +102,73 @@ pub async fn delete_pair(
     }
 }
 
-/// Which lists a path asks for: a vhost's or a user's (404 when it does not exist).
-fn scope(b: &Broker, kind: &str, name: &str) -> ApiResult<()> {
-    let exists = b.with_meta(|m| match kind {
-        "vhosts" => m.vhost_exists(&VhostName::from(name)),
-        _ => m.access().user(name).is_some(),
+/// Whose permissions a path lists: a vhost's or a user's.
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    Vhost,
+    User,
+}
+
+/// The permissions (or, with `topics`, the topic permissions) of one vhost or one user; 404
+/// when it does not exist.
+fn scoped(
+    caller: &Caller,
+    b: &Broker,
+    scope: Scope,
+    name: &str,
+    topics: bool,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let exists = b.with_meta(|m| match scope {
+        Scope::Vhost => m.vhost_exists(&VhostName::from(name)),
+        Scope::User => m.access().user(name).is_some(),
     });
-    if exists {
-        Ok(())
-    } else {
-        Err(ApiError::not_found())
+    if !exists {
+        return Err(ApiError::not_found());
     }
+    let keep = |v: &str, u: &str| {
+        if scope == Scope::Vhost {
+            v == name
+        } else {
+            u == name
+        }
+    };
+    let list = if topics {
+        topic_permissions(b, keep)
+    } else {
+        permissions(b, keep)
+    };
+    Ok(Json(Value::Array(list)))
 }
 
 pub async fn of_vhost(
     caller: Caller,
     State(b): Shared,
-    Path(vhost): Path<String>,
+    Path(v): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    scope(&b, "vhosts", &vhost)?;
-    Ok(Json(Value::Array(permissions(&b, |v, _| v == vhost))))
+    scoped(&caller, &b, Scope::Vhost, &v, false)
 }
 
 pub async fn of_user(
     caller: Caller,
     State(b): Shared,
-    Path(user): Path<String>,
+    Path(u): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    scope(&b, "users", &user)?;
-    Ok(Json(Value::Array(permissions(&b, |_, u| u == user))))
+    scoped(&caller, &b, Scope::User, &u, false)
 }
 
 pub async fn topics_of_vhost(
     caller: Caller,
     State(b): Shared,
-    Path(vhost): Path<String>,
+    Path(v): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    scope(&b, "vhosts", &vhost)?;
-    Ok(Json(Value::Array(topic_permissions(&b, |v, _| v == vhost))))
+    scoped(&caller, &b, Scope::Vhost, &v, true)
 }
 
 pub async fn topics_of_user(
     caller: Caller,
     State(b): Shared,
-    Path(user): Path<String>,
+    Path(u): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_admin()?;
-    scope(&b, "users", &user)?;
-    Ok(Json(Value::Array(topic_permissions(&b, |_, u| u == user))))
+    scoped(&caller, &b, Scope::User, &u, true)
 }
