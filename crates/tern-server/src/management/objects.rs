@@ -259,8 +259,39 @@ pub(crate) async fn queues_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
     out
 }
 
-async fn queues_in(caller: &Caller, b: &Broker, only: Option<&str>) -> ApiResult<Vec<Value>> {
-    Ok(queues_of(b, &caller.vhosts(b, only)?).await)
+/// The queues of the caller's vhosts (or only `only`), sorted and paged as `q` asks. A page
+/// sorted by name (or not sorted) asks only its own queues for their figures: the page is cut
+/// from the definitions first, so one page of a long list costs what the page holds.
+async fn paged_queues(
+    caller: &Caller,
+    b: &Broker,
+    only: Option<&str>,
+    q: &ListQuery,
+) -> ApiResult<Value> {
+    let vhosts = caller.vhosts(b, only)?;
+    if !q.is_paged() || !q.sorts_only_by(&["name", "vhost"]) {
+        return page(q, queues_of(b, &vhosts).await);
+    }
+    let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
+        let each = vhosts
+            .iter()
+            .flat_map(|v| m.queues(v).map(move |q| (v.clone(), q.clone())));
+        each.collect()
+    });
+    let names = defs
+        .iter()
+        .enumerate()
+        .map(|(i, (v, d))| json!({"name": d.name.as_str(), "vhost": v.as_str(), "index": i}));
+    let mut paged = page(q, names.collect())?;
+    if let Some(items) = paged.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items.iter_mut() {
+            let i = item["index"].as_u64().unwrap_or(0) as usize;
+            if let Some((v, d)) = defs.get(i) {
+                *item = queue_json(b, v, d).await;
+            }
+        }
+    }
+    Ok(paged)
 }
 
 pub async fn list_queues(
@@ -268,7 +299,7 @@ pub async fn list_queues(
     State(b): Shared,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(page(&q, queues_in(&caller, &b, None).await?)?))
+    Ok(Json(paged_queues(&caller, &b, None, &q).await?))
 }
 
 pub async fn vhost_queues(
@@ -277,7 +308,7 @@ pub async fn vhost_queues(
     Path(v): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(page(&q, queues_in(&caller, &b, Some(&v)).await?)?))
+    Ok(Json(paged_queues(&caller, &b, Some(&v), &q).await?))
 }
 
 pub async fn get_queue(

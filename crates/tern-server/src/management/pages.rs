@@ -26,6 +26,21 @@ pub struct ListQuery {
     sort_reverse: Option<String>,
 }
 
+impl ListQuery {
+    /// A page is asked for (`page`).
+    pub fn is_paged(&self) -> bool {
+        self.page.is_some()
+    }
+
+    /// Sorted by none of the fields, or by one of `fields`.
+    pub fn sorts_only_by(&self, fields: &[&str]) -> bool {
+        match self.sort.as_deref() {
+            None | Some("") => true,
+            Some(field) => fields.contains(&field),
+        }
+    }
+}
+
 fn number(field: &str, raw: &Option<String>, default: usize) -> ApiResult<usize> {
     match raw.as_deref() {
         None | Some("") => Ok(default),
