@@ -406,11 +406,16 @@ impl Broker {
     /// Apply a definition change: answered locally if it changes nothing, else written to
     /// the metadata log (durably) and applied; [`BrokerHook`] does the rest.
     pub async fn apply(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
-        let local = self.lock_meta().answer_locally(&cmd);
-        if let Some(answer) = local {
-            if let Ok(outcome) = &answer {
-                self.count_queue_churn(outcome);
-            }
+        let answer = self.apply_unmetered(cmd).await;
+        if let Ok(outcome) = &answer {
+            self.count_queue_churn(outcome);
+        }
+        answer
+    }
+
+    /// [`Broker::apply`] without the churn counting.
+    async fn apply_unmetered(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+        if let Some(answer) = self.lock_meta().answer_locally(&cmd) {
             return answer;
         }
         let Some(raft) = self.raft.get() else {
@@ -420,12 +425,7 @@ impl Broker {
             ));
         };
         match raft.write(cmd).await {
-            Ok(outcome) => {
-                if let Ok(outcome) = &outcome {
-                    self.count_queue_churn(outcome);
-                }
-                outcome
-            }
+            Ok(outcome) => outcome,
             Err(e) => self.fatal(&e),
         }
     }

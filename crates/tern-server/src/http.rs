@@ -55,25 +55,23 @@ pub async fn serve(
     let local = listener.local_addr()?;
     broker.listening(protocol, local);
     let app = app.into_make_service_with_connect_info::<Peer>();
-    let stop = until(stopped);
-    let served = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }),
-        Some(acceptor) => {
-            let wait = broker.config.handshake_timeout;
-            let listener = TlsListener::new(listener, acceptor, wait, local);
-            tokio::spawn(async move {
+    let wait = broker.config.handshake_timeout;
+    tokio::spawn(async move {
+        let stop = until(stopped);
+        let served = match tls {
+            None => {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
-            })
-        }
-    };
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = served.await {
+            }
+            Some(acceptor) => {
+                let listener = TlsListener::new(listener, acceptor, wait, local);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::warn!(error = %e, protocol, "HTTP listener failed");
         }
     });

@@ -15,7 +15,7 @@ use tern_core::names::{UserName, VhostName};
 
 use super::auth::Caller;
 use super::pages::{page, ListQuery};
-use super::{apply, created_or_updated, ApiError, ApiResult};
+use super::{apply, created_or_updated, text, ApiError, ApiResult};
 use crate::auth::hash_password;
 use crate::broker::Broker;
 
@@ -258,12 +258,7 @@ pub async fn put_permission(
     Json(body): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let field = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    let field = |k: &str| text(&body, k).to_string();
     let existed = !permissions(&b, |v, u| v == vhost && u == user).is_empty();
     let cmd = AccessCommand::SetPermissions {
         vhost: vhost.as_str().into(),

@@ -15,14 +15,14 @@ use super::auth::Caller;
 use super::objects::table_json;
 use super::pages::{page, ListQuery};
 use super::NODE;
-use super::{ApiError, ApiResult};
+use super::{merged, ApiError, ApiResult};
 use crate::broker::{Broker, ConnInfo};
 use crate::tls::TlsSession;
 
 type Shared = State<Arc<Broker>>;
 
 pub(crate) fn connection_json(c: &ConnInfo) -> Value {
-    let mut json = json!({
+    let plain = json!({
         "name": c.name, "node": NODE, "vhost": c.vhost, "user": c.user,
         "state": "running", "type": "network", "protocol": "AMQP 0-9-1",
         "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
@@ -38,27 +38,20 @@ pub(crate) fn connection_json(c: &ConnInfo) -> Value {
         "send_cnt": c.io.send_cnt.load(Ordering::Relaxed),
         "send_oct": c.io.send_oct.load(Ordering::Relaxed),
     });
-    if let Some(o) = json.as_object_mut() {
-        o.extend(tls_fields(c.tls_session.as_ref()));
-    }
-    json
+    merged(plain, tls_fields(c.tls_session.as_ref()))
 }
 
 /// The TLS session's protocol, suite and client certificate; nulls for a plain connection
 /// (and for the certificate when the client gave none), as RabbitMQ's.
-fn tls_fields(session: Option<&TlsSession>) -> serde_json::Map<String, Value> {
+fn tls_fields(session: Option<&TlsSession>) -> Value {
     let cert = session.and_then(|s| s.peer_cert.as_ref());
-    let fields = json!({
+    json!({
         "ssl_protocol": session.map(|s| &s.protocol), "ssl_cipher": session.map(|s| &s.cipher),
         "ssl_hash": session.map(|s| &s.hash),
         "ssl_key_exchange": session.map(|s| &s.key_exchange),
         "peer_cert_subject": cert.map(|c| &c.0), "peer_cert_issuer": cert.map(|c| &c.1),
         "peer_cert_validity": cert.map(|c| &c.2),
-    });
-    match fields {
-        Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    }
+    })
 }
 
 /// The name the client gave its connection (`connection_name` in its properties), or null.

@@ -22,7 +22,7 @@ use super::auth::Caller;
 use super::bindings::binding_json;
 use super::objects::{exchange_command, exchange_json, json_arguments, queue_command, table_json};
 use super::topics::topic_json;
-use super::{apply_batch, ApiError, ApiResult};
+use super::{apply_batch, text, ApiError, ApiResult};
 use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
@@ -82,10 +82,6 @@ fn list<'a>(defs: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> + 'a 
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// POST: [`import`] the body.

@@ -143,7 +143,7 @@ async fn node_json(b: &Broker) -> Value {
     let alarms = b.alarms.state();
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fds = facts::file_descriptors();
-    let mut node = json!({
+    let node = json!({
         "name": NODE, "type": "disc", "running": true, "being_drained": false,
         "uptime": b.started.elapsed().as_millis() as u64,
         "os_pid": std::process::id().to_string(), "processors": processors,
@@ -159,10 +159,7 @@ async fn node_json(b: &Broker) -> Value {
         "db_dir": b.config.data_dir.display().to_string(), "log_files": ["<stdout>"],
         "mem_calculation_strategy": "rss", "cluster_links": [],
     });
-    if let (Some(node), Value::Object(churn)) = (node.as_object_mut(), facts::churn(b)) {
-        node.extend(churn);
-    }
-    node
+    super::merged(node, facts::churn(b))
 }
 
 pub async fn nodes(_: Caller, State(b): Shared) -> Json<Value> {

@@ -39,6 +39,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -118,6 +119,19 @@ fn refusal(e: tern_amqp::AmqpError) -> ApiError {
         tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
         _ => ApiError::bad_request(e.message),
     }
+}
+
+/// `base` (an object) with `more`'s fields (an object) added.
+pub fn merged(mut base: Value, more: Value) -> Value {
+    if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
+        base.extend(more);
+    }
+    base
+}
+
+/// A string field of a request body, "" when absent (RabbitMQ's defaults for patterns).
+pub fn text<'a>(body: &'a Value, key: &str) -> &'a str {
+    body.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// What a PUT answers: 201 for something new, 204 for an update.

@@ -16,7 +16,7 @@ use tern_core::routing::ExchangeKind;
 use super::auth::Caller;
 use super::pages::{page, ListQuery};
 use super::NODE;
-use super::{apply, created_or_updated, ApiError, ApiResult};
+use super::{apply, created_or_updated, merged, ApiError, ApiResult};
 use crate::broker::Broker;
 use crate::queue_actor::{QueueCmd, QueueStats};
 
@@ -209,7 +209,7 @@ pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> V
             .unwrap_or_default(),
         None => Default::default(),
     };
-    let mut json = json!({"name": q.name.as_str(), "vhost": vhost.as_str(),
+    let definition = json!({"name": q.name.as_str(), "vhost": vhost.as_str(),
            "durable": q.durable, "auto_delete": q.auto_delete,
            "exclusive": q.exclusive_owner.is_some(), "arguments": table_json(&q.arguments),
            "node": NODE, "state": "running", "type": "classic",
@@ -217,18 +217,15 @@ pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> V
            // Tern has no policies (yet) and no mirrors: RabbitMQ's answers for that.
            "policy": null, "operator_policy": null, "effective_policy_definition": {},
            "recoverable_slaves": null});
-    if let Some(o) = json.as_object_mut() {
-        o.extend(message_figures(&stats));
-    }
-    json
+    merged(definition, message_figures(&stats))
 }
 
 /// The queue's message and byte counts with RabbitMQ's names: ready, unacknowledged, in
 /// memory (unacknowledged ones always are), paged out to disk.
-fn message_figures(s: &QueueStats) -> Map<String, Value> {
+fn message_figures(s: &QueueStats) -> Value {
     let (ready, unacked) = (u64::from(s.messages), u64::from(s.unacked));
     let ready_bytes = s.ready_bytes_in_memory + s.paged_bytes;
-    let figures = json!({
+    json!({
         "messages": ready + unacked, "messages_ready": ready,
         "messages_unacknowledged": unacked,
         "messages_ram": s.ready_in_memory + unacked, "messages_ready_ram": s.ready_in_memory,
@@ -237,21 +234,22 @@ fn message_figures(s: &QueueStats) -> Map<String, Value> {
         "message_bytes_unacknowledged": s.unacked_bytes,
         "message_bytes_ram": s.ready_bytes_in_memory + s.unacked_bytes,
         "message_bytes_paged_out": s.paged_bytes,
-    });
-    match figures {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
+    })
 }
 
-/// Every queue of `vhosts` with its counts, rendered (the admin socket's `list_queues` too).
-pub(crate) async fn queues_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
-    let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
+/// Every queue definition of `vhosts`, with its vhost.
+fn queue_defs(b: &Broker, vhosts: &[VhostName]) -> Vec<(VhostName, QueueDef)> {
+    b.with_meta(|m| {
         let each = vhosts
             .iter()
             .flat_map(|v| m.queues(v).map(move |q| (v.clone(), q.clone())));
         each.collect()
-    });
+    })
+}
+
+/// Every queue of `vhosts` with its counts, rendered (the admin socket's `list_queues` too).
+pub(crate) async fn queues_of(b: &Broker, vhosts: &[VhostName]) -> Vec<Value> {
+    let defs = queue_defs(b, vhosts);
     let mut out = Vec::with_capacity(defs.len());
     for (v, q) in &defs {
         out.push(queue_json(b, v, q).await);
@@ -272,12 +270,7 @@ async fn paged_queues(
     if !q.is_paged() || !q.sorts_only_by(&["name", "vhost"]) {
         return page(q, queues_of(b, &vhosts).await);
     }
-    let defs: Vec<(VhostName, QueueDef)> = b.with_meta(|m| {
-        let each = vhosts
-            .iter()
-            .flat_map(|v| m.queues(v).map(move |q| (v.clone(), q.clone())));
-        each.collect()
-    });
+    let defs = queue_defs(b, &vhosts);
     let names = defs
         .iter()
         .enumerate()

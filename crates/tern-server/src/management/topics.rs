@@ -14,7 +14,7 @@ use tern_core::names::{UserName, VhostName};
 
 use super::access::permissions;
 use super::auth::Caller;
-use super::{apply, created_or_updated, ApiError, ApiResult};
+use super::{apply, created_or_updated, text, ApiError, ApiResult};
 use crate::broker::Broker;
 
 type Shared = State<Arc<Broker>>;
@@ -63,12 +63,7 @@ pub async fn put_pair(
     Json(body): Json<Value>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let field = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    let field = |k: &str| text(&body, k).to_string();
     let exchange = field("exchange");
     let existed = topic_permissions(&b, |v, u| v == vhost && u == user)
         .iter()
