@@ -99,7 +99,6 @@ impl Harness {
             let accepted = Accepted {
                 peer: SocketAddr::from(([127, 0, 0, 1], 1)),
                 local: SocketAddr::from(([127, 0, 0, 1], 5672)),
-                tls: false,
                 deadline: tokio::time::Instant::now() + Duration::from_secs(1),
                 cert_user: None,
                 tls_session: None,

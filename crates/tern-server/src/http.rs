@@ -41,9 +41,26 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     }
 }
 
+/// A service's listeners: its plain port under `names.0`, and when `tls_port` and `https` are
+/// both given, the same `app` over HTTPS under `names.1`; the plain listener's address.
+pub async fn serve_plain_and_tls(
+    broker: &Arc<Broker>,
+    names: (&'static str, &'static str),
+    (port, tls_port): (u16, Option<u16>),
+    https: Option<TlsAcceptor>,
+    app: Router,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let addr = serve(broker, names.0, port, None, app.clone(), stopped.clone()).await?;
+    if let (Some(port), Some(tls)) = (tls_port, https) {
+        serve(broker, names.1, port, Some(tls), app, stopped).await?;
+    }
+    Ok(addr)
+}
+
 /// Bind `port` on the configured address and serve `app` there (over TLS with `tls`) until
 /// `stopped`; the bound address is recorded as the broker's `protocol` listener.
-pub async fn serve(
+async fn serve(
     broker: &Arc<Broker>,
     protocol: &'static str,
     port: u16,

@@ -58,7 +58,6 @@ pub async fn accept_loop(
             let accepted = Accepted {
                 peer,
                 local,
-                tls: tls.is_some(),
                 deadline,
                 cert_user: None,
                 tls_session: None,

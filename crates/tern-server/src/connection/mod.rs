@@ -35,13 +35,12 @@ use tern_amqp::{
     FramePayload, Method, ReplyCode,
 };
 use tern_core::names::{ConnectionId, ConsumerId, VhostName};
-
-use crate::metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::broker::{Broker, RoutingView};
+use crate::metrics::Counter;
 use crate::sink::{ConnEvent, ConnSink};
 use basic::PendingBatches;
 use channel::Channel;
@@ -185,21 +184,18 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Our end of the socket.
     pub local: SocketAddr,
-    /// Over TLS (amqps).
-    pub tls: bool,
     /// The handshake (TLS included) must reach connection.open-ok by then.
     pub deadline: tokio::time::Instant,
     /// The user name the client's TLS certificate carries, for SASL EXTERNAL.
     pub cert_user: Option<String>,
-    /// What the TLS handshake negotiated (amqps only).
+    /// What the TLS handshake negotiated; None: not TLS (amqp).
     pub tls_session: Option<crate::tls::TlsSession>,
 }
 
 /// Serve one accepted socket until it closes. Never panics on client input.
 pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted: Accepted) {
     let peer = accepted.peer;
-    let accepted_meta = (accepted.peer, accepted.local, accepted.tls);
-    let tls_session = accepted.tls_session;
+    let accepted_meta = (accepted.peer, accepted.local, accepted.tls_session);
     let mut buf = BytesMut::with_capacity(1024);
     let handshake = handshake::Handshake {
         stream: &mut stream,
@@ -215,16 +211,14 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
     };
     let (sink, events) = mpsc::unbounded_channel();
     let id = ConnectionId(broker.next_id());
-    let mut info = conn_info(id, &accepted_meta, &negotiated);
-    info.tls_session = tls_session;
-    let info = Arc::new(info);
+    let info = Arc::new(conn_info(id, accepted_meta, &negotiated));
     // Read after the handshake's permissions: a change since then is noticed at the next check.
     let access_generation = 0;
     // The listener's `connection` span (named `peer -> local`) learns who this is.
     let span = tracing::Span::current();
     span.record("user", tracing::field::display(&negotiated.user));
     span.record("vhost", tracing::field::display(&negotiated.vhost));
-    tracing::info!(tls = accepted_meta.2, "connection opened");
+    tracing::info!(tls = info.tls, "connection opened");
     let mut conn = Connection {
         routing: broker.routing_view(),
         broker: broker.clone(),
@@ -264,7 +258,7 @@ pub async fn serve<S: ClientStream>(broker: Arc<Broker>, mut stream: S, accepted
 
 fn conn_info(
     id: ConnectionId,
-    (peer, local, tls): &(SocketAddr, SocketAddr, bool),
+    (peer, local, tls_session): (SocketAddr, SocketAddr, Option<crate::tls::TlsSession>),
     n: &handshake::Negotiated,
 ) -> crate::broker::ConnInfo {
     let connected_at = std::time::SystemTime::now()
@@ -273,11 +267,11 @@ fn conn_info(
     crate::broker::ConnInfo {
         id,
         name: format!("{peer} -> {local}"),
-        peer: *peer,
-        local: *local,
+        peer,
+        local,
         user: n.user.to_string(),
         vhost: n.vhost.to_string(),
-        tls: *tls,
+        tls: tls_session.is_some(),
         connected_at,
         client_properties: n.client_properties.clone(),
         frame_max: n.frame_max,
@@ -286,7 +280,7 @@ fn conn_info(
         channels: Default::default(),
         mechanism: n.mechanism.clone(),
         io: Default::default(),
-        tls_session: None,
+        tls_session,
     }
 }
 

@@ -287,11 +287,8 @@ pub async fn spawn(
     stopped: watch::Receiver<bool>,
     https: Option<TlsAcceptor>,
 ) -> std::io::Result<SocketAddr> {
+    let c = &broker.config;
+    let ports = (c.management_port, c.management_tls_port);
     let app = router(broker.clone());
-    let port = broker.config.management_port;
-    let addr = http::serve(&broker, "http", port, None, app.clone(), stopped.clone()).await?;
-    if let (Some(port), Some(tls)) = (broker.config.management_tls_port, https) {
-        http::serve(&broker, "https", port, Some(tls), app, stopped).await?;
-    }
-    Ok(addr)
+    http::serve_plain_and_tls(&broker, ("http", "https"), ports, https, app, stopped).await
 }

@@ -48,23 +48,12 @@ pub async fn spawn(
         .route("/metrics/per-object", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found\n") })
         .with_state(broker.clone());
-    let (plain, tls_port) = (
+    let ports = (
         broker.config.prometheus_port,
         broker.config.prometheus_tls_port,
     );
-    let addr = http::serve(
-        &broker,
-        "http/prometheus",
-        plain,
-        None,
-        app.clone(),
-        stopped.clone(),
-    )
-    .await?;
-    if let (Some(port), Some(tls)) = (tls_port, https) {
-        http::serve(&broker, "https/prometheus", port, Some(tls), app, stopped).await?;
-    }
-    Ok(addr)
+    let names = ("http/prometheus", "https/prometheus");
+    http::serve_plain_and_tls(&broker, names, ports, https, app, stopped).await
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
