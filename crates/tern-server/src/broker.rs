@@ -19,6 +19,8 @@ use tern_core::meta::{MetaCommand, MetaOutcome, Metadata, QueueDef};
 use tern_core::names::{ConnectionId, QueueName, UserName, VhostName};
 use tern_core::queue::QueueOptions;
 use tern_core::routing::RoutingSnapshot;
+use tern_store::Vfs;
+use tokio::sync::watch;
 
 use crate::alarms::Alarms;
 use crate::auth::{self, LoginLimiter};
@@ -64,6 +66,12 @@ pub struct Broker {
     /// Every listener bound: its protocol as RabbitMQ names it (`amqp`, `amqp/ssl`, `http`,
     /// `https`, `http/prometheus`, `https/prometheus`) and the address it got.
     listeners: Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
+    /// The file system the metadata log and the queue stores live on (the OS's, or a
+    /// simulated one in tests).
+    pub vfs: Arc<dyn Vfs>,
+    /// Why the node can no longer keep its promises (a failed fsync): set once, watched by
+    /// [`crate::ServerHandle::failed`], whose owner stops the node.
+    failure: watch::Sender<Option<String>>,
 }
 
 /// An open connection as operators see it.
@@ -151,7 +159,7 @@ pub struct RoutingView {
 
 impl Broker {
     /// A broker with empty metadata; [`Broker::open`] loads what the data directory holds.
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, vfs: Arc<dyn Vfs>) -> Arc<Self> {
         let snapshot = Metadata::new().snapshot();
         Arc::new_cyclic(|me: &Weak<Broker>| Broker {
             meta: Arc::new(SharedMeta::new(Arc::new(BrokerHook(me.clone())))),
@@ -180,6 +188,8 @@ impl Broker {
             metrics: Counters::default(),
             started: std::time::Instant::now(),
             listeners: Mutex::new(Vec::new()),
+            vfs,
+            failure: watch::Sender::new(None),
             config,
         })
     }
@@ -343,9 +353,8 @@ impl Broker {
                 tracing::warn!(dir = %paging.display(), error = %e, "cannot clear old paging files");
             }
         }
-        let vfs: Arc<dyn tern_store::Vfs> = Arc::new(tern_store::OsFs);
         let dir = self.config.data_dir.join("meta");
-        let raft = MetaRaft::start(vfs, &dir, self.meta.clone()).await?;
+        let raft = MetaRaft::start(self.vfs.clone(), &dir, self.meta.clone()).await?;
         if self.raft.set(raft).is_err() {
             return Err(MetaError::Raft("the broker was opened twice".into()));
         }
@@ -395,12 +404,43 @@ impl Broker {
         }
     }
 
-    /// The metadata log failed (an fsync error, say): nothing more can be promised, so the
-    /// node stops rather than answer as if it had stored a change.
-    fn fatal(&self, e: &MetaError) -> ! {
-        tracing::error!(error = %e, "metadata storage failed: stopping the node");
-        eprintln!("tern: metadata storage failed: {e}; stopping");
-        std::process::exit(70)
+    /// Storage failed (an fsync error, say): what this node confirms may not be on disk, so
+    /// it must stop. The first reason is kept and logged; whoever owns the node
+    /// ([`crate::ServerHandle::failed`], `tern server`'s main) shuts it down and exits non-zero.
+    /// Nothing here exits the process: a library does not decide that for its embedder.
+    pub fn storage_failed(&self, reason: String) {
+        let first = self.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(reason.clone());
+            }
+            first
+        });
+        if first {
+            tracing::error!(%reason, "storage failed: the node must stop");
+        }
+    }
+
+    /// Wait until storage fails; why.
+    pub async fn failure(&self) -> String {
+        let mut rx = self.failure.subscribe();
+        let failed = rx.wait_for(Option::is_some).await;
+        // The sender lives in `self`, which outlives this call: the wait ends only with a value.
+        failed.ok().and_then(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// What a failed metadata write answers the client who asked for it. A node that is
+    /// stopping refuses with 320 CONNECTION_FORCED, as RabbitMQ does to every client at
+    /// shutdown; any other failure means the log cannot be written, so the node must stop too.
+    fn write_refused(&self, e: MetaError) -> AmqpError {
+        if e.is_stopped() {
+            return AmqpError::new(ReplyCode::ConnectionForced, SHUTDOWN_TEXT);
+        }
+        self.storage_failed(format!("metadata storage failed: {e}"));
+        AmqpError::new(
+            ReplyCode::InternalError,
+            "metadata storage failed: the node is stopping (see its log)",
+        )
     }
 
     /// Apply a definition change: answered locally if it changes nothing, else written to
@@ -426,7 +466,7 @@ impl Broker {
         };
         match raft.write(cmd).await {
             Ok(outcome) => outcome,
-            Err(e) => self.fatal(&e),
+            Err(e) => Err(self.write_refused(e)),
         }
     }
 
@@ -662,9 +702,11 @@ impl Broker {
 fn shutdown_close() -> ConnEvent {
     ConnEvent::Close {
         code: ReplyCode::ConnectionForced,
-        text: "broker forced connection closure with reason 'shutdown'".into(),
+        text: SHUTDOWN_TEXT.into(),
     }
 }
+
+const SHUTDOWN_TEXT: &str = "broker forced connection closure with reason 'shutdown'";
 
 /// Follows the metadata for the broker: called by the metadata state machine under its lock.
 struct BrokerHook(Weak<Broker>);

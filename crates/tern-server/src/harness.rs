@@ -47,7 +47,7 @@ impl Harness {
             heartbeat_secs: 0,
             ..Config::for_tests()
         };
-        let broker = Broker::new(config);
+        let broker = Broker::new(config, Arc::new(tern_store::OsFs));
         runtime
             .block_on(broker.open())
             .expect("the harness broker opens");

@@ -151,6 +151,13 @@ impl ServerHandle {
         self.broker.alarms.set_memory_high_watermark(bytes);
     }
 
+    /// Wait until the node's storage fails (an fsync error in the metadata log or a durable
+    /// queue's store); the reason. The node then confirms nothing more that needs the disk:
+    /// its owner should [`shutdown`](Self::shutdown) and, for a process, exit non-zero.
+    pub async fn failed(&self) -> String {
+        self.broker.failure().await
+    }
+
     /// Connections that finished the handshake and are still open.
     pub fn open_connections(&self) -> usize {
         self.broker.open_connections()
@@ -164,8 +171,19 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// the metadata it holds (dropping what was not durable), bind the listener. Returns once
 /// clients can connect.
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    start_on(config, Arc::new(tern_store::OsFs)).await
+}
+
+/// [`start`] with the metadata log and the queue stores on `vfs` (a simulated file system
+/// that fails on cue, in tests). The data directory's lock and the admin socket stay on the
+/// real one.
+#[doc(hidden)]
+pub async fn start_on(
+    config: Config,
+    vfs: Arc<dyn tern_store::Vfs>,
+) -> Result<ServerHandle, StartError> {
     let lock = tern_store::DirLock::acquire(&config.data_dir)?;
-    let broker = Broker::new(config);
+    let broker = Broker::new(config, vfs);
     broker.open().await?;
     alarms::spawn_memory_monitor(&broker.alarms, broker.config.memory_check_interval);
     alarms::spawn_disk_monitor(

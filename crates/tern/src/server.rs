@@ -226,8 +226,17 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
         management_addr = %handle.management_addr(),
         "tern is ready"
     );
-    shutdown_signal().await?;
-    tracing::info!("shutting down: closing connections, flushing queues");
+    let failure = tokio::select! {
+        r = shutdown_signal() => {
+            r?;
+            None
+        }
+        why = handle.failed() => Some(why),
+    };
+    match &failure {
+        None => tracing::info!("shutting down: closing connections, flushing queues"),
+        Some(why) => tracing::error!(reason = %why, "storage failed: stopping the node"),
+    }
     tokio::select! {
         () = handle.shutdown() => {}
         r = shutdown_signal() => {
@@ -236,7 +245,10 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
         }
     }
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!("stopped because storage failed: {why}")),
+    }
 }
 
 async fn shutdown_signal() -> Result<()> {

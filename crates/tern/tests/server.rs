@@ -216,3 +216,87 @@ fn a_bad_config_file_stops_the_start_naming_the_key() {
     assert!(err.contains("TERN_HEARTBEAT_SECS=\"soon\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exchanges in the definitions import in flight at SIGTERM: enough 256-command batches that
+/// the metadata log stops before the last one is written.
+const IMPORTED_EXCHANGES: usize = 50_000;
+
+/// Declare queues until the server refuses; tell `running` after the first.
+async fn declare_until_refused(uri: String, running: tokio::sync::mpsc::UnboundedSender<()>) {
+    let conn = connect(&uri).await;
+    let ch = conn.create_channel().await.expect("channel");
+    for i in 0u64.. {
+        let name = format!("race-{i}");
+        let declared =
+            ch.queue_declare(&name, QueueDeclareOptions::default(), FieldTable::default());
+        if declared.await.is_err() {
+            return;
+        }
+        let _ = running.send(());
+    }
+}
+
+async fn import_exchanges(api: String) -> reqwest::StatusCode {
+    let exchanges: Vec<Value> = (0..IMPORTED_EXCHANGES)
+        .map(|i| serde_json::json!({"name": format!("imported-{i}"), "vhost": "/", "type": "fanout", "durable": true}))
+        .collect();
+    reqwest::Client::new()
+        .post(format!("{api}/api/definitions"))
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({ "exchanges": exchanges }))
+        .send()
+        .await
+        .expect("an answer to the import")
+        .status()
+}
+
+/// SIGTERM while clients declare and a definitions import is half written: the writes that
+/// reach the stopped metadata log are refused (the import gets 503) and the process still
+/// shuts down cleanly and exits 0 (it used to exit 70 from inside the library).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_racing_definition_changes_still_exits_0() {
+    let dir = data_dir("sigterm-race");
+    let mut server = LoggedServer::start(&dir);
+    let api = format!("http://127.0.0.1:{}", server.management_port);
+    let (running, mut declaring) = tokio::sync::mpsc::unbounded_channel();
+    let declarers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(declare_until_refused(server.uri(), running.clone())))
+        .collect();
+    for _ in 0..4 {
+        declaring.recv().await.expect("a declarer running");
+    }
+    let import = tokio::spawn(import_exchanges(api.clone()));
+    let http = reqwest::Client::new();
+    let first = format!("{api}/api/exchanges/%2f/imported-0");
+    let deadline = std::time::Instant::now() + common::LOG_WAIT;
+    loop {
+        let got = http
+            .get(&first)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+        if got.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    server.terminate();
+    assert_eq!(
+        import.await.expect("import task"),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "the import's writes after the metadata log stopped are refused"
+    );
+    server.wait_for("stopped", |l| l["message"] == "stopped");
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    for d in declarers {
+        d.await.expect("a declarer ends with the server's refusal");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

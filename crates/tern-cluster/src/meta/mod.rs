@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::{Fatal, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tern_amqp::AmqpError;
 use tern_core::meta::{MetaCommand, MetaOutcome};
@@ -54,6 +55,17 @@ pub enum MetaError {
     Store(#[from] StoreError),
     #[error("metadata raft: {0}")]
     Raft(String),
+    /// The group was shut down (the node is stopping): an ordinary refusal, not a failure.
+    #[error("metadata raft stopped")]
+    Stopped,
+}
+
+impl MetaError {
+    /// Whether the node is merely stopping; every other error means the metadata can no
+    /// longer be trusted to be stored.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, MetaError::Stopped)
+    }
 }
 
 fn raft_error(e: impl std::fmt::Display) -> MetaError {
@@ -120,7 +132,10 @@ impl MetaRaft {
         &self,
         cmd: MetaCommand,
     ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
-        let response = self.raft.client_write(cmd).await.map_err(raft_error)?;
+        let response = self.raft.client_write(cmd).await.map_err(|e| match e {
+            RaftError::Fatal(Fatal::Stopped) => MetaError::Stopped,
+            e => raft_error(e),
+        })?;
         response
             .data
             .0

@@ -160,3 +160,31 @@ async fn state_comes_back_from_a_snapshot_plus_the_log_after_it() {
     );
     raft.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_write_after_shutdown_is_refused_as_stopped_not_as_a_failure() {
+    let fs = SimFs::new();
+    let (raft, _) = start(&fs).await;
+    raft.shutdown().await;
+    let err = raft.write(exchange("late")).await.expect_err("stopped");
+    assert!(err.is_stopped(), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_fsync_is_an_error_that_is_not_stopped() {
+    let fs = SimFs::new();
+    let (raft, _) = start(&fs).await;
+    fs.fail_sync_after(Some(0));
+    let err = raft
+        .write(exchange("lost"))
+        .await
+        .expect_err("fsync failed");
+    assert!(!err.is_stopped(), "{err}");
+    assert!(!has_exchange(&raft, "lost"));
+    // Once failed, it stays failed with the same cause, not "stopped".
+    let again = raft
+        .write(exchange("next"))
+        .await
+        .expect_err("still failed");
+    assert!(!again.is_stopped(), "{again}");
+}

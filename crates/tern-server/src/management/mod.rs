@@ -97,7 +97,8 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A definition change, through the metadata log like any AMQP client's: 404 for what is not
-/// there, 400 for any other refusal (with RabbitMQ's text).
+/// there, 503 when the node cannot write (it is stopping, or its storage failed), 400 for any
+/// other refusal (with RabbitMQ's text).
 pub async fn apply(broker: &Arc<Broker>, cmd: MetaCommand) -> ApiResult<MetaOutcome> {
     broker.apply(cmd).await.map_err(refusal)
 }
@@ -115,8 +116,12 @@ pub async fn apply_batch(broker: &Arc<Broker>, cmds: Vec<MetaCommand>) -> ApiRes
 }
 
 fn refusal(e: tern_amqp::AmqpError) -> ApiError {
+    use tern_amqp::ReplyCode;
     match e.code {
-        tern_amqp::ReplyCode::NotFound => ApiError::not_found(),
+        ReplyCode::NotFound => ApiError::not_found(),
+        ReplyCode::ConnectionForced | ReplyCode::InternalError => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)
+        }
         _ => ApiError::bad_request(e.message),
     }
 }

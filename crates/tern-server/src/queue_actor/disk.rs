@@ -12,16 +12,15 @@ use std::sync::Arc;
 
 use tern_core::message::Message;
 use tern_core::queue::MsgId;
-use tern_store::Vfs;
 
 use super::store::{self, ConfirmRequest, QueueStore};
-use super::{fatal_storage, QueueActor, QueueCmd};
+use super::{QueueActor, QueueCmd};
 
 impl QueueActor {
     /// Open the queue's store and index what it holds; read the first messages back. Damage
     /// there marks this queue failed (logged); the node and its other queues go on serving.
     pub(super) async fn recover(&mut self) {
-        let vfs: Arc<dyn Vfs> = Arc::new(tern_store::OsFs);
+        let vfs = self.vfs.clone();
         let (vhost, name) = (self.shared.vhost.clone(), self.shared.name.clone());
         let dir = store::queue_dir(&self.data_dir, &vhost, &name);
         // The store's own warnings (a damaged acks file, say) name the queue too.
@@ -49,16 +48,39 @@ impl QueueActor {
         self.failed = true;
     }
 
+    /// Writing or syncing the store failed: what it has not synced may not be on disk. The
+    /// queue stops serving (its confirms still waiting are nacked, its consumers cancelled, it
+    /// refuses further work) and tells the broker, whose owner stops the node (DESIGN.md's
+    /// durability contract). The files stay for recovery to judge at the next start.
+    pub(super) fn storage_failed(&mut self, e: &tern_store::StoreError) {
+        tracing::error!(error = %e, "queue storage failed: the queue is down");
+        if let Some(store) = self.store.take() {
+            store.abandon();
+        }
+        self.failed = true;
+        for consumer in self.consumers.keys() {
+            self.state.remove_consumer(*consumer);
+        }
+        self.cancel_consumers();
+        if let Some(broker) = self.broker.upgrade() {
+            let (vhost, name) = (&self.shared.vhost, &self.shared.name);
+            broker.storage_failed(format!(
+                "storage of queue '{name}' in vhost '{vhost}' failed: {e}"
+            ));
+        }
+    }
+
     /// Take messages in: into memory, or paged to disk once memory is full. A durable queue
     /// writes its persistent ones and answers `confirm` once they are on disk.
     pub(super) fn publish(&mut self, messages: Vec<Arc<Message>>, confirm: Option<ConfirmRequest>) {
-        if self.failed {
-            if let Some(c) = confirm {
-                c.answer(false);
-            }
-            return;
-        }
         for m in messages {
+            if self.failed {
+                // Refused (or its store failed on an earlier message of this batch).
+                if let Some(c) = confirm {
+                    c.answer(false);
+                }
+                return;
+            }
             if self.memory_full() && self.paging_store() {
                 let id = self.state.push_paged(m.size_bytes() as u64);
                 self.write(id, &m, true);
@@ -70,6 +92,7 @@ impl QueueActor {
             }
         }
         match (confirm, self.store.as_mut()) {
+            (Some(c), _) if self.failed => c.answer(false),
             (Some(c), Some(store)) => store.confirm_after_sync(c),
             (Some(c), None) => c.confirm(),
             (None, _) => {}
@@ -79,7 +102,7 @@ impl QueueActor {
     fn write(&mut self, id: MsgId, m: &Message, paged: bool) {
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.append(id, m, paged) {
-                fatal_storage(&self.shared, &e);
+                self.storage_failed(&e);
             }
         }
     }
@@ -99,7 +122,7 @@ impl QueueActor {
         if self.store.is_some() {
             return true;
         }
-        let vfs: Arc<dyn Vfs> = Arc::new(tern_store::OsFs);
+        let vfs = self.vfs.clone();
         let dir = store::paging_dir(&self.data_dir, &self.shared.vhost, &self.shared.name);
         match QueueStore::create_paging(vfs, &dir) {
             Ok(store) => {
@@ -127,7 +150,10 @@ impl QueueActor {
         let bytes = limits.bytes.saturating_sub(self.state.ready_bytes());
         let loaded = match store.load(room, bytes) {
             Ok(loaded) => loaded,
-            Err(e) => fatal_storage(&self.shared, &e),
+            Err(e) => {
+                self.storage_failed(&e);
+                return false;
+            }
         };
         let any = !loaded.is_empty();
         for l in loaded {
@@ -140,7 +166,7 @@ impl QueueActor {
     pub(super) fn purge_store(&mut self) {
         if let Some(store) = self.store.as_mut() {
             if let Err(e) = store.purge_paged() {
-                fatal_storage(&self.shared, &e);
+                self.storage_failed(&e);
             }
         }
     }
@@ -171,7 +197,7 @@ impl QueueActor {
                 });
             }
             Ok(None) => {}
-            Err(e) => fatal_storage(&self.shared, &e),
+            Err(e) => self.storage_failed(&e),
         }
     }
 }

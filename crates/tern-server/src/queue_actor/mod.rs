@@ -205,6 +205,8 @@ struct QueueActor {
     /// How many ready messages, and bytes of them, may stay in memory before paging.
     memory: MemoryLimits,
     data_dir: std::path::PathBuf,
+    /// Where its store lives: the broker's file system.
+    vfs: Arc<dyn tern_store::Vfs>,
 }
 
 pub fn spawn(
@@ -244,6 +246,7 @@ pub fn spawn(
             bytes: broker.config.queue_memory_bytes,
         },
         data_dir: broker.config.data_dir.clone(),
+        vfs: broker.vfs.clone(),
     };
     // Every line the actor logs names its queue; no parent: the connection that declared the
     // queue is not the queue's context. ERROR level, as the connection span: kept by any filter.
@@ -251,17 +254,6 @@ pub fn spawn(
         tracing::error_span!(parent: None, "queue", vhost = %shared.vhost, queue = %shared.name);
     tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
     QueueHandle(shared)
-}
-
-/// A durable queue's log failed (an fsync error, say): what it confirmed may not be on disk
-/// any more, so the node stops rather than go on promising (DESIGN.md's durability contract).
-fn fatal_storage(queue: &QueueShared, e: &tern_store::StoreError) -> ! {
-    tracing::error!(queue = %queue.name, vhost = %queue.vhost, error = %e, "queue storage failed: stopping the node");
-    eprintln!(
-        "tern: storage of queue '{}' failed: {e}; stopping",
-        queue.name
-    );
-    std::process::exit(70)
 }
 
 /// Commands taken per wake-up at most, so one busy queue yields to others.
@@ -309,13 +301,7 @@ impl QueueActor {
             if self.deleted {
                 return self.finish_delete().await;
             }
-            self.refill();
-            self.dispatch();
-            if self.refill() {
-                self.dispatch();
-            }
-            self.persist();
-            if self.should_auto_delete() {
+            if self.work() {
                 self.deleted = true;
                 self.cancel_consumers();
                 return self.finish_delete().await;
@@ -323,6 +309,21 @@ impl QueueActor {
             recheck = self.settle_publish_credit();
         }
         self.cancel_consumers();
+    }
+
+    /// After a wake-up's commands: page in, dispatch, write the journal (a queue that is down
+    /// does none of it). Whether the queue should now delete itself (auto-delete).
+    fn work(&mut self) -> bool {
+        if self.failed {
+            return false;
+        }
+        self.refill();
+        self.dispatch();
+        if self.refill() {
+            self.dispatch();
+        }
+        self.persist();
+        self.should_auto_delete()
     }
 
     fn handle(&mut self, cmd: QueueCmd) {
@@ -339,7 +340,7 @@ impl QueueActor {
             } => {
                 if let Some(store) = self.store.as_mut() {
                     if let Err(e) = store.finish_sync(upto, &pending, result) {
-                        fatal_storage(&self.shared, &e);
+                        self.storage_failed(&e);
                     }
                 }
             }
@@ -397,7 +398,7 @@ impl QueueActor {
                 self.persist();
                 if let Some(store) = self.store.as_mut() {
                     if let Err(e) = store.sync_now() {
-                        fatal_storage(&self.shared, &e);
+                        self.storage_failed(&e);
                     }
                 }
                 let _ = reply.send(());
@@ -412,7 +413,7 @@ impl QueueActor {
 
     fn failed_error(&self) -> AmqpError {
         let text = format!(
-            "queue '{}' in vhost '{}' is down: its messages on disk are damaged (see the broker log)",
+            "queue '{}' in vhost '{}' is down: its storage failed or is damaged (see the broker log)",
             self.shared.name, self.shared.vhost
         );
         AmqpError::new(ReplyCode::NotFound, text)

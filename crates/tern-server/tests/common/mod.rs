@@ -104,8 +104,24 @@ impl TestBroker {
         Self::start_with(|_| {}).await
     }
 
+    /// A Tern server whose metadata log and queue stores live on `vfs` (a simulated file
+    /// system that fails on cue). `None` against the reference broker.
+    pub async fn start_on(vfs: std::sync::Arc<dyn tern_store::Vfs>) -> Option<TestBroker> {
+        if reference_uri().is_some() {
+            eprintln!(
+                "skipped: needs a Tern server on a simulated disk ({REFERENCE_URI_VAR} is set)"
+            );
+            return None;
+        }
+        Some(Self::start_tern_on(Config::for_tests(), vfs).await)
+    }
+
     async fn start_tern(config: Config) -> TestBroker {
-        let handle = tern_server::start(config.clone())
+        Self::start_tern_on(config, std::sync::Arc::new(tern_store::OsFs)).await
+    }
+
+    async fn start_tern_on(config: Config, vfs: std::sync::Arc<dyn tern_store::Vfs>) -> TestBroker {
+        let handle = tern_server::start_on(config.clone(), vfs)
             .await
             .expect("start tern server");
         let addr = handle.amqp_addr();

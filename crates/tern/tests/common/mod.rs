@@ -79,6 +79,7 @@ pub fn data_dir(what: &str) -> PathBuf {
 pub struct LoggedServer {
     child: Child,
     pub amqp_port: u16,
+    pub management_port: u16,
     lines: std::sync::mpsc::Receiver<serde_json::Value>,
     /// Every line read so far.
     seen: Vec<serde_json::Value>,
@@ -129,6 +130,7 @@ impl LoggedServer {
         let mut server = LoggedServer {
             child,
             amqp_port: 0,
+            management_port: 0,
             lines,
             seen: Vec::new(),
         };
@@ -138,6 +140,10 @@ impl LoggedServer {
             .expect("amqp_addr in the ready line");
         let addr: std::net::SocketAddr = addr.parse().expect("an address");
         server.amqp_port = addr.port();
+        let management = ready["management_addr"].as_str();
+        let management = management.expect("management_addr in the ready line");
+        let management: std::net::SocketAddr = management.parse().expect("an address");
+        server.management_port = management.port();
         server
     }
 

@@ -625,6 +625,14 @@ impl QueueStore {
         Ok(())
     }
 
+    /// Writing or syncing failed: what waits for a sync may never be on disk, so its confirms
+    /// are negative (basic.nack). The files stay as they are, for recovery to judge.
+    pub fn abandon(mut self) {
+        for (_, request) in self.waiting.drain(..) {
+            request.answer(false);
+        }
+    }
+
     /// The queue is deleted: its files go, and confirms still waiting are answered (the
     /// messages went with the queue, as in RabbitMQ).
     pub fn destroy(mut self) {
