@@ -1,28 +1,34 @@
 //! `rabbitmqadmin` v2 (RabbitMQ's own Rust CLI, from crates.io) against Tern's management API:
 //! it declares a queue, publishes a message, lists queues and exports definitions, and what it
-//! did is checked over AMQP. It needs the binary: `.ci/run` installs it
-//! (`cargo install --locked rabbitmqadmin --version 2.35.0`); `TERN_TEST_RABBITMQADMIN` names
-//! another one.
+//! did is checked over AMQP. It needs that binary, by path and checked by version (Debian's
+//! rabbitmq-server puts the old Python v1 at /usr/bin/rabbitmqadmin, which cannot do this):
+//! `scripts/test.sh` installs 2.35.0 into the project's `.tools`, where this test looks;
+//! `TERN_TEST_RABBITMQADMIN` names another v2.
 
 mod common;
 
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::lapin_support as lp;
+use common::tools::Tool;
 use common::TestBroker;
 
-const INSTALL: &str = "cargo install --locked rabbitmqadmin --version 2.35.0";
+const VERSION: &str = "2.35.0";
 
-fn rabbitmqadmin() -> String {
-    if let Ok(path) = std::env::var("TERN_TEST_RABBITMQADMIN") {
-        return path;
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let in_cargo = format!("{home}/.cargo/bin/rabbitmqadmin");
-    if std::path::Path::new(&in_cargo).exists() {
-        return in_cargo;
-    }
-    "rabbitmqadmin".into()
+/// The rabbitmqadmin to run, its version checked once.
+fn rabbitmqadmin() -> &'static Tool {
+    static TOOL: OnceLock<Tool> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let local = Tool::project_local(&format!("rabbitmqadmin-{VERSION}/bin/rabbitmqadmin"));
+        let tool = Tool::from_env_or("TERN_TEST_RABBITMQADMIN", local);
+        tool.checked_version(
+            |v| v.starts_with("rabbitmqadmin 2."),
+            "rabbitmqadmin 2.x",
+            &format!("scripts/test.sh installs {VERSION} into .tools (cargo install --root)"),
+        );
+        tool
+    })
 }
 
 /// Run it against the broker's management port; its stdout, or a panic with its stderr.
@@ -37,10 +43,11 @@ fn run(broker: &TestBroker, args: &[&str]) -> String {
         "--non-interactive",
     ]);
     all.extend(args);
-    let out = Command::new(rabbitmqadmin())
+    let tool = rabbitmqadmin();
+    let out = Command::new(&tool.path)
         .args(&all)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run rabbitmqadmin ({e}): install it with `{INSTALL}`"));
+        .unwrap_or_else(|e| panic!("cannot run {} ({}): {e}", tool.path.display(), tool.how));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

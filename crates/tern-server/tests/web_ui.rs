@@ -3,8 +3,8 @@
 //! client made, whose name is HTML, shown as text and never parsed; publish to it and get its
 //! messages back (payloads and headers HTML too, shown as text), and purge it.
 //!
-//! Needs chromium (`apt-get install -y chromium`; `.ci/run` installs it): without it the
-//! browser test fails and says so.
+//! Needs chromium 112 or later (`scripts/test.sh` installs it): without it the browser test
+//! fails naming the binary it tried and why.
 
 mod browser;
 mod common;

@@ -7,8 +7,9 @@
 //!   with a deadline, dialogs, screenshots, and what went wrong inside the page (exceptions,
 //!   alerts, CSP violations) for the test to assert on.
 //!
-//! chromium must be installed (Debian: `apt-get install -y chromium`); `TERN_TEST_CHROMIUM`
-//! names another Chromium or Chrome binary.
+//! chromium must be installed, version 112 or later (`--headless=new`): `scripts/test.sh`
+//! installs Debian's package and names it in `TERN_TEST_CHROMIUM`, which may also name another
+//! Chromium or Chrome binary; without it, `chromium` is looked for on PATH.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::tools::Tool;
 
 /// How long one browser step may take: chromium on a loaded two-core machine is slow to start
 /// and to lay out its first page.
@@ -64,16 +67,37 @@ fn signal(pid: libc::pid_t, sig: libc::c_int) {
     }
 }
 
+/// The chromium to run, its version checked once.
+fn chromium() -> &'static Tool {
+    static TOOL: std::sync::OnceLock<Tool> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let tool = Tool::from_env_or("TERN_TEST_CHROMIUM", Tool::on_path("chromium"));
+        tool.checked_version(
+            |v| chromium_major(v).is_some_and(|major| major >= 112),
+            "Chromium 112 or later",
+            "scripts/test.sh installs it (Debian's chromium package)",
+        );
+        tool
+    })
+}
+
+/// The major version in "Chromium 120.0.6099.224 built on Debian" or "Google Chrome 120.0...".
+fn chromium_major(version: &str) -> Option<u32> {
+    let number = version.split_whitespace().find(|w| w.contains('.'))?;
+    number.split('.').next()?.parse().ok()
+}
+
 impl Chromium {
     /// Start headless chromium with a fresh profile and wait for its DevTools address.
     pub async fn launch() -> Chromium {
-        let binary = std::env::var("TERN_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let tool = chromium();
+        let binary = tool.path.display().to_string();
         let profile = std::env::temp_dir().join(format!(
             "tern-chromium-{}-{}",
             std::process::id(),
             crate::common::unique("p")
         ));
-        let child = Command::new(&binary)
+        let child = Command::new(&tool.path)
             .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
             .args([
                 "--remote-debugging-port=0",
@@ -100,12 +124,7 @@ impl Chromium {
             .spawn();
         let mut child = match child {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "the web UI test needs chromium, and `{binary}` is not installed: \
-                 run `apt-get install -y chromium` (Debian; .ci/run does this), or set \
-                 TERN_TEST_CHROMIUM to a Chromium or Chrome binary"
-            ),
-            Err(e) => panic!("cannot start {binary}: {e}"),
+            Err(e) => panic!("cannot start {binary} ({}): {e}", tool.how),
         };
         let lines = stderr_lines(&mut child);
         let mut chromium = Chromium {

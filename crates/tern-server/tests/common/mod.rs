@@ -23,6 +23,8 @@
 //!
 //! - `raw`: a tiny hand-written AMQP 0-9-1 client for what only raw bytes can do.
 //! - `api`: the management HTTP API through reqwest.
+//! - `tools`: the outside programs some tests run (rabbitmqadmin, chromium), found and
+//!   version-checked.
 //! - `lapin_support` / `amqprs_support`: connection, error capture and consuming helpers for the
 //!   two client libraries.
 
@@ -32,6 +34,7 @@ pub mod amqprs_support;
 pub mod api;
 pub mod lapin_support;
 pub mod raw;
+pub mod tools;
 
 use std::future::Future;
 use std::net::SocketAddr;
