@@ -2,5 +2,10 @@
 //!
 //! - [`meta`]: the metadata Raft group (openraft): every definition change is a command in its
 //!   log, stored on `tern_store`; one member on a single node, more in a cluster.
+//! - [`wire`]: the node-to-node protocol's frames (ours, versioned), sans IO.
+//! - [`handshake`]: what opens every link between two nodes: version and cluster name
+//!   checked, knowledge of the cluster secret proven both ways (HMAC challenge-response).
 
+pub mod handshake;
 pub mod meta;
+pub mod wire;
