@@ -5,7 +5,10 @@
 //! - [`wire`]: the node-to-node protocol's frames (ours, versioned), sans IO.
 //! - [`handshake`]: what opens every link between two nodes: version and cluster name
 //!   checked, knowledge of the cluster secret proven both ways (HMAC challenge-response).
+//! - [`link`]: one connection to a peer after the handshake: calls both ways, heartbeats, a
+//!   bounded send queue.
 
 pub mod handshake;
+pub mod link;
 pub mod meta;
 pub mod wire;

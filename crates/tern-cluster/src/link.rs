@@ -1,0 +1,349 @@
+//! A link: one connection to a peer node, after the handshake, carrying calls both ways.
+//!
+//! Two tasks own the connection. The reader decodes frames and acts on each: a
+//! [`Message::Call`] goes to the node's [`Handler`] (at most `calls_served` at once; the reader
+//! waits for a slot, so a peer that floods us with calls is slowed by its own TCP window), a
+//! [`Message::Reply`] completes the call that asked, a ping is answered with a pong. The writer
+//! drains the send queue into one buffer per wake-up and writes it, and sends a ping every
+//! `heartbeat`.
+//!
+//! Bounds: the send queue holds `send_queue_frames` frames, and [`Link::call`] waits for room,
+//! so a slow peer slows the callers instead of growing memory; calls awaiting a reply are at
+//! most `calls_in_flight` (more wait); a frame is at most `frame_max_bytes`. A peer silent for
+//! `3 × heartbeat` is taken for dead: the link closes, and every call still waiting fails with
+//! [`CallError::LinkDown`], as does every call made after.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::handshake::Peer;
+use crate::wire::{self, Message, Service, WireError};
+
+/// A link's bounds (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct LinkLimits {
+    pub frame_max_bytes: u32,
+    pub send_queue_frames: usize,
+    pub calls_in_flight: usize,
+    pub calls_served: usize,
+    pub heartbeat: Duration,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            frame_max_bytes: wire::DEFAULT_FRAME_MAX_BYTES,
+            send_queue_frames: 1024,
+            calls_in_flight: 1024,
+            calls_served: 256,
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An answer to a call: its body, or why the service could not give one.
+pub type Answer = Result<Bytes, String>;
+
+/// What a node answers the calls its peers make.
+pub trait Handler: Send + Sync + 'static {
+    fn call(
+        &self,
+        from: &Peer,
+        service: Service,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("the link to {0} is down")]
+    LinkDown(String),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0} could not answer: {1}")]
+    Failed(String, String),
+}
+
+/// Why a link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkEnd {
+    #[error("closed here")]
+    Closed,
+    #[error("the peer closed the connection")]
+    PeerClosed,
+    #[error("nothing heard from the peer for {0:?}")]
+    Silent(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("the peer sent {0} after the handshake")]
+    Unexpected(&'static str),
+}
+
+/// A cheap handle on a running link.
+#[derive(Clone)]
+pub struct Link(Arc<Shared>);
+
+struct Shared {
+    peer: Peer,
+    out: mpsc::Sender<Message>,
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    in_flight: Semaphore,
+    /// Set to true once the link has ended.
+    down: watch::Sender<bool>,
+}
+
+impl Link {
+    /// Run a link over `stream` (handshake done; `leftover` is what was read past it). The
+    /// task ends, with the reason, when the link does; dropping every [`Link`] does not end it,
+    /// [`Link::close`] does.
+    pub fn spawn<S>(
+        stream: S,
+        leftover: BytesMut,
+        peer: Peer,
+        handler: Arc<dyn Handler>,
+        limits: LinkLimits,
+    ) -> (Link, tokio::task::JoinHandle<LinkEnd>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (out, queue) = mpsc::channel(limits.send_queue_frames.max(1));
+        let shared = Arc::new(Shared {
+            peer,
+            out,
+            next_id: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            in_flight: Semaphore::new(limits.calls_in_flight.max(1)),
+            down: watch::Sender::new(false),
+        });
+        let link = Link(shared.clone());
+        let task = tokio::spawn(run(stream, leftover, shared, queue, handler, limits));
+        (link, task)
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.0.peer
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self.0.down.borrow()
+    }
+
+    /// Wait until the link is down.
+    pub async fn down(&self) {
+        let mut rx = self.0.down.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    /// End the link: calls waiting fail, the connection closes.
+    pub fn close(&self) {
+        self.0.down.send_replace(true);
+    }
+
+    /// Call `service` on the peer and wait for its answer, at most `timeout` (waiting for room
+    /// in the send queue included).
+    pub async fn call(
+        &self,
+        service: Service,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
+        let name = &self.0.peer.node_name;
+        match tokio::time::timeout(timeout, self.call_inner(service, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(CallError::Timeout(name.clone(), timeout)),
+        }
+    }
+
+    async fn call_inner(&self, service: Service, body: Bytes) -> Result<Bytes, CallError> {
+        let shared = &self.0;
+        let down = || CallError::LinkDown(shared.peer.node_name.clone());
+        let _slot = shared.in_flight.acquire().await.map_err(|_| down())?;
+        if self.is_down() {
+            return Err(down());
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let _waiting = Waiting::register(shared, id, tx);
+        let call = Message::Call { id, service, body };
+        shared.out.send(call).await.map_err(|_| down())?;
+        match rx.await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(why)) => Err(CallError::Failed(shared.peer.node_name.clone(), why)),
+            Err(_) => Err(down()),
+        }
+    }
+}
+
+/// A call's place in the waiting table, given up when the caller stops waiting (an answer,
+/// a timeout, a dropped future).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl<'a> Waiting<'a> {
+    fn register(shared: &'a Shared, id: u64, tx: oneshot::Sender<Answer>) -> Self {
+        shared.lock_waiting().insert(id, tx);
+        Waiting { shared, id }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_waiting().remove(&self.id);
+    }
+}
+
+impl Shared {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The link is down: fail every call waiting (dropping its sender), refuse new ones.
+    fn go_down(&self) {
+        self.down.send_replace(true);
+        self.in_flight.close();
+        self.lock_waiting().clear();
+    }
+}
+
+async fn run<S>(
+    stream: S,
+    leftover: BytesMut,
+    shared: Arc<Shared>,
+    queue: mpsc::Receiver<Message>,
+    handler: Arc<dyn Handler>,
+    limits: LinkLimits,
+) -> LinkEnd
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let mut down = shared.down.subscribe();
+    let reading = read_loop(reader, leftover, shared.clone(), handler, limits);
+    let writing = write_loop(writer, queue, limits.heartbeat);
+    let end = tokio::select! {
+        end = reading => end,
+        end = writing => end,
+        _ = down.wait_for(|d| *d) => LinkEnd::Closed,
+    };
+    shared.go_down();
+    tracing::info!(peer = %shared.peer.node_name, reason = %end, "node link down");
+    end
+}
+
+async fn write_loop<W: AsyncWrite>(
+    writer: W,
+    mut queue: mpsc::Receiver<Message>,
+    heartbeat: Duration,
+) -> LinkEnd {
+    tokio::pin!(writer);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Vec::new();
+    let mut ping = tokio::time::interval(heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            n = queue.recv_many(&mut batch, 256) => if n == 0 { return LinkEnd::Closed },
+            _ = ping.tick() => {
+                seq += 1;
+                batch.push(Message::Ping(seq));
+            }
+        }
+        for m in batch.drain(..) {
+            wire::encode(&m, &mut buf);
+        }
+        if let Err(e) = writer.write_all(&buf).await {
+            return e.into();
+        }
+        buf.clear();
+        if buf.capacity() > 1024 * 1024 {
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead>(
+    reader: R,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    limits: LinkLimits,
+) -> LinkEnd {
+    tokio::pin!(reader);
+    let serving = Arc::new(Semaphore::new(limits.calls_served.max(1)));
+    let silence = limits.heartbeat * 3;
+    loop {
+        loop {
+            let message = match wire::decode(&mut buf, limits.frame_max_bytes) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return e.into(),
+            };
+            if let Err(end) = receive(message, &shared, &handler, &serving).await {
+                return end;
+            }
+        }
+        let deadline = Instant::now() + silence;
+        match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => return LinkEnd::PeerClosed,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return e.into(),
+            Err(_) => return LinkEnd::Silent(silence),
+        }
+    }
+}
+
+/// Act on one frame from the peer.
+async fn receive(
+    message: Message,
+    shared: &Arc<Shared>,
+    handler: &Arc<dyn Handler>,
+    serving: &Arc<Semaphore>,
+) -> Result<(), LinkEnd> {
+    match message {
+        // A full send queue means pongs are not needed: the peer hears from us anyway.
+        Message::Ping(n) => drop(shared.out.try_send(Message::Pong(n))),
+        Message::Pong(_) => {}
+        Message::Reply { id, result } => {
+            if let Some(tx) = shared.lock_waiting().remove(&id) {
+                let _ = tx.send(result);
+            }
+        }
+        Message::Call { id, service, body } => {
+            let Ok(slot) = serving.clone().acquire_owned().await else {
+                return Err(LinkEnd::Closed);
+            };
+            let answer = handler.call(&shared.peer, service, body);
+            let out = shared.out.clone();
+            tokio::spawn(async move {
+                let result = answer.await;
+                let _ = out.send(Message::Reply { id, result }).await;
+                drop(slot);
+            });
+        }
+        Message::Hello(_) => return Err(LinkEnd::Unexpected("hello")),
+        Message::Proof(_) => return Err(LinkEnd::Unexpected("a proof")),
+        Message::Refused(why) => {
+            tracing::warn!(peer = %shared.peer.node_name, reason = %why, "node link refused by the peer");
+            return Err(LinkEnd::PeerClosed);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
