@@ -7,8 +7,11 @@
 //!   checked, knowledge of the cluster secret proven both ways (HMAC challenge-response).
 //! - [`link`]: one connection to a peer after the handshake: calls both ways, heartbeats, a
 //!   bounded send queue.
+//! - [`nodes`]: every link of a node: the cluster listener, a dialer per peer address that
+//!   reconnects with backoff, one link per peer.
 
 pub mod handshake;
 pub mod link;
 pub mod meta;
+pub mod nodes;
 pub mod wire;
