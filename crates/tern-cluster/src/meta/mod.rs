@@ -9,10 +9,12 @@
 //! - `log_store`: the Raft log on a `tern_store::SegmentLog`.
 //! - `state_machine`: `Metadata` behind openraft, the apply hook, snapshot files.
 //! - `network`: the transport; for one member, one that is never used.
+//! - `rpc`: the Raft RPCs in our binary form, for the node links.
 
 mod log_store;
 mod network;
 mod records;
+mod rpc;
 mod state_machine;
 
 use std::collections::BTreeMap;
@@ -21,11 +23,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::error::{Fatal, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tern_amqp::AmqpError;
 use tern_core::meta::{MetaCommand, MetaOutcome};
 use tern_store::{StoreError, Vfs};
+
+use crate::nodes::Nodes;
 
 pub use state_machine::{ApplyHook, SharedMeta};
 
@@ -78,8 +83,59 @@ pub struct MetaRaft {
     shared: Arc<SharedMeta>,
 }
 
+/// How a member of a clustered metadata group starts: its id, its links to the other
+/// members, and its Raft timing.
+pub struct Member {
+    pub id: NodeId,
+    pub nodes: Nodes,
+    pub timing: Timing,
+}
+
+/// Raft's clocks, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Timing {
+    /// One member: the election after a restart is the only wait, keep it short.
+    const SINGLE: Timing = Timing {
+        heartbeat_ms: 50,
+        election_min_ms: 150,
+        election_max_ms: 300,
+    };
+}
+
+impl Default for Timing {
+    /// Several members on busy machines: a leader is missed only after several heartbeats
+    /// did not arrive, so a loaded node does not set off elections.
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 250,
+            election_min_ms: 1_000,
+            election_max_ms: 2_000,
+        }
+    }
+}
+
+fn raft_config(timing: Timing) -> Result<Arc<Config>, MetaError> {
+    let config = Config {
+        cluster_name: "tern".into(),
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
+        heartbeat_interval: timing.heartbeat_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate().map_err(raft_error)?))
+}
+
 impl MetaRaft {
-    /// Open the metadata in `dir` (log in `dir/log`, snapshot in `dir`) and start.
+    /// Open the metadata in `dir` (log in `dir/log`, snapshot in `dir`) and start as the
+    /// group's only member: initialized when fresh, ready (leading, replayed) on return.
     pub async fn start(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
@@ -88,17 +144,7 @@ impl MetaRaft {
         let log = log_store::MetaLogStore::open(vfs.clone(), &dir.join("log"))?;
         let fresh = log.is_empty();
         let sm = state_machine::MetaStateMachine::open(vfs, dir, shared.clone())?;
-        let config = Config {
-            cluster_name: "tern".into(),
-            // One member: the election after a restart is the only wait, keep it short.
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            heartbeat_interval: 50,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
-            ..Default::default()
-        };
-        let config = Arc::new(config.validate().map_err(raft_error)?);
+        let config = raft_config(Timing::SINGLE)?;
         let raft = Raft::new(LOCAL, config, network::NoPeers, log, sm)
             .await
             .map_err(raft_error)?;
@@ -109,6 +155,75 @@ impl MetaRaft {
         let this = MetaRaft { raft, shared };
         this.await_ready().await?;
         Ok(this)
+    }
+
+    /// Open the metadata in `dir` and start as a member of a clustered group, talking to the
+    /// others over `member.nodes`. Returns at once: a fresh group has no leader until one
+    /// member runs [`MetaRaft::initialize`].
+    pub async fn start_member(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        shared: Arc<SharedMeta>,
+        member: Member,
+    ) -> Result<MetaRaft, MetaError> {
+        let log = log_store::MetaLogStore::open(vfs.clone(), &dir.join("log"))?;
+        let sm = state_machine::MetaStateMachine::open(vfs, dir, shared.clone())?;
+        let network = network::LinkNetwork {
+            nodes: member.nodes,
+        };
+        let raft = Raft::new(member.id, raft_config(member.timing)?, network, log, sm)
+            .await
+            .map_err(raft_error)?;
+        Ok(MetaRaft { raft, shared })
+    }
+
+    /// A fresh group's first membership: each member's id and node name.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), MetaError> {
+        let members: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, name)| (id, BasicNode::new(name)))
+            .collect();
+        self.raft.initialize(members).await.map_err(raft_error)
+    }
+
+    /// The member that leads now, as far as this one knows.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Entries this member has applied (its state is that of the log up to there).
+    pub fn applied_index(&self) -> u64 {
+        let metrics = self.raft.metrics();
+        let applied = metrics.borrow().last_applied;
+        applied.map_or(0, |id| id.index)
+    }
+
+    /// Wait up to `timeout` for a leader to be known; its id.
+    pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId, MetaError> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+            .await
+            .map_err(raft_error)?;
+        metrics
+            .current_leader
+            .ok_or_else(|| MetaError::Raft("no leader".into()))
+    }
+
+    /// Wait up to `timeout` until this member has applied the log up to `index`.
+    pub async fn await_applied(&self, index: u64, timeout: Duration) -> Result<(), MetaError> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "metadata applied")
+            .await
+            .map_err(raft_error)?;
+        Ok(())
+    }
+
+    /// Answer a peer's Raft call to this group (the body of a `Service::Raft` call).
+    pub async fn serve_rpc(&self, body: Bytes) -> Result<Bytes, String> {
+        network::serve(&self.raft, body).await
     }
 
     /// Wait to lead, and to have applied every entry the log holds.
@@ -132,14 +247,23 @@ impl MetaRaft {
         &self,
         cmd: MetaCommand,
     ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
+        Ok(self.write_indexed(cmd).await?.1)
+    }
+
+    /// [`MetaRaft::write`], with the log index the command got: a member that has applied
+    /// that far has it.
+    pub async fn write_indexed(
+        &self,
+        cmd: MetaCommand,
+    ) -> Result<(u64, Result<MetaOutcome, AmqpError>), MetaError> {
         let response = self.raft.client_write(cmd).await.map_err(|e| match e {
             RaftError::Fatal(Fatal::Stopped) => MetaError::Stopped,
             e => raft_error(e),
         })?;
-        response
-            .data
-            .0
-            .ok_or_else(|| MetaError::Raft("a command entry answered nothing".into()))
+        let outcome = response.data.0;
+        let outcome =
+            outcome.ok_or_else(|| MetaError::Raft("a command entry answered nothing".into()))?;
+        Ok((response.log_id.index, outcome))
     }
 
     pub fn shared(&self) -> &Arc<SharedMeta> {
@@ -165,5 +289,7 @@ impl MetaRaft {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -56,18 +56,7 @@ pub fn encode(record: &LogRecord, out: &mut BytesMut) {
     match record {
         LogRecord::Entry(e) => {
             out.put_u8(tag::ENTRY);
-            put_log_id(out, &e.log_id);
-            match &e.payload {
-                EntryPayload::Blank => out.put_u8(payload::BLANK),
-                EntryPayload::Normal(cmd) => {
-                    out.put_u8(payload::NORMAL);
-                    encode_command(cmd, out);
-                }
-                EntryPayload::Membership(m) => {
-                    out.put_u8(payload::MEMBERSHIP);
-                    put_membership(out, m);
-                }
-            }
+            put_entry(out, e);
         }
         LogRecord::Truncate { from } => {
             out.put_u8(tag::TRUNCATE);
@@ -79,9 +68,7 @@ pub fn encode(record: &LogRecord, out: &mut BytesMut) {
         }
         LogRecord::Vote(v) => {
             out.put_u8(tag::VOTE);
-            out.put_u64(v.leader_id().term);
-            out.put_u64(v.leader_id().node_id);
-            out.put_u8(u8::from(v.is_committed()));
+            put_vote(out, v);
         }
         LogRecord::Committed(id) => {
             out.put_u8(tag::COMMITTED);
@@ -93,30 +80,55 @@ pub fn encode(record: &LogRecord, out: &mut BytesMut) {
 pub fn decode(mut buf: Bytes) -> Result<LogRecord, RecordError> {
     let buf = &mut buf;
     Ok(match get_u8(buf)? {
-        tag::ENTRY => {
-            let log_id = get_log_id(buf)?;
-            let payload = match get_u8(buf)? {
-                payload::BLANK => EntryPayload::Blank,
-                payload::NORMAL => EntryPayload::Normal(decode_command(buf)?),
-                payload::MEMBERSHIP => EntryPayload::Membership(get_membership(buf)?),
-                _ => return Err(RecordError::Field("entry payload")),
-            };
-            LogRecord::Entry(Entry { log_id, payload })
-        }
+        tag::ENTRY => LogRecord::Entry(get_entry(buf)?),
         tag::TRUNCATE => LogRecord::Truncate {
             from: get_u64(buf)?,
         },
         tag::PURGE => LogRecord::Purge(get_log_id(buf)?),
-        tag::VOTE => {
-            let (term, node) = (get_u64(buf)?, get_u64(buf)?);
-            let vote = match get_u8(buf)? {
-                0 => Vote::new(term, node),
-                _ => Vote::new_committed(term, node),
-            };
-            LogRecord::Vote(vote)
-        }
+        tag::VOTE => LogRecord::Vote(get_vote(buf)?),
         tag::COMMITTED => LogRecord::Committed(get_opt_log_id(buf)?),
         other => return Err(RecordError::Tag(other)),
+    })
+}
+
+/// An entry's log id and payload (a log record's body, and how the node links carry entries).
+pub fn put_entry(out: &mut BytesMut, e: &Entry) {
+    put_log_id(out, &e.log_id);
+    match &e.payload {
+        EntryPayload::Blank => out.put_u8(payload::BLANK),
+        EntryPayload::Normal(cmd) => {
+            out.put_u8(payload::NORMAL);
+            encode_command(cmd, out);
+        }
+        EntryPayload::Membership(m) => {
+            out.put_u8(payload::MEMBERSHIP);
+            put_membership(out, m);
+        }
+    }
+}
+
+pub fn get_entry(buf: &mut Bytes) -> Result<Entry, RecordError> {
+    let log_id = get_log_id(buf)?;
+    let payload = match get_u8(buf)? {
+        payload::BLANK => EntryPayload::Blank,
+        payload::NORMAL => EntryPayload::Normal(decode_command(buf)?),
+        payload::MEMBERSHIP => EntryPayload::Membership(get_membership(buf)?),
+        _ => return Err(RecordError::Field("entry payload")),
+    };
+    Ok(Entry { log_id, payload })
+}
+
+pub fn put_vote(out: &mut BytesMut, v: &Vote<NodeId>) {
+    out.put_u64(v.leader_id().term);
+    out.put_u64(v.leader_id().node_id);
+    out.put_u8(u8::from(v.is_committed()));
+}
+
+pub fn get_vote(buf: &mut Bytes) -> Result<Vote<NodeId>, RecordError> {
+    let (term, node) = (get_u64(buf)?, get_u64(buf)?);
+    Ok(match get_u8(buf)? {
+        0 => Vote::new(term, node),
+        _ => Vote::new_committed(term, node),
     })
 }
 
