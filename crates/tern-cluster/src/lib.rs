@@ -1,5 +1,7 @@
 //! Tern's consensus and node-to-node parts.
 //!
+//! - [`cluster`]: a node's place in a cluster: its links and metadata member, and how a fresh
+//!   set of nodes forms one cluster.
 //! - [`meta`]: the metadata Raft group (openraft): every definition change is a command in its
 //!   log, stored on `tern_store`; one member on a single node, more in a cluster.
 //! - [`wire`]: the node-to-node protocol's frames (ours, versioned), sans IO.
@@ -10,6 +12,7 @@
 //! - [`nodes`]: every link of a node: the cluster listener, a dialer per peer address that
 //!   reconnects with backoff, one link per peer.
 
+pub mod cluster;
 pub mod handshake;
 pub mod link;
 pub mod meta;

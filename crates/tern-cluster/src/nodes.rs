@@ -58,7 +58,9 @@ struct Inner {
     config: NodesConfig,
     handler: Arc<dyn Handler>,
     links: Mutex<HashMap<String, Held>>,
-    /// Bumped whenever a link comes up, for waiters.
+    /// Which node each dialed address turned out to be (this node's own name included).
+    resolved: Mutex<HashMap<String, String>>,
+    /// Bumped whenever a link comes up or an address is resolved, for waiters.
     changed: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     established: AtomicU64,
@@ -77,6 +79,7 @@ impl Nodes {
             config,
             handler,
             links: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
             stop: watch::Sender::new(false),
             established: AtomicU64::new(0),
@@ -129,6 +132,24 @@ impl Nodes {
             .collect();
         names.sort();
         names
+    }
+
+    /// The node name each of `addrs` turned out to be (ours for an address of this node),
+    /// once every one has answered a handshake; waits for that as long as it takes.
+    pub async fn resolve_all(&self, addrs: &[String]) -> Vec<String> {
+        let mut changed = self.0.changed.subscribe();
+        loop {
+            let names: Option<Vec<String>> = {
+                let resolved = self.0.resolved.lock().unwrap_or_else(|p| p.into_inner());
+                addrs.iter().map(|a| resolved.get(a).cloned()).collect()
+            };
+            if let Some(names) = names {
+                return names;
+            }
+            if changed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Links that came up since the start (churn, for operators and tests).
@@ -191,8 +212,12 @@ impl Nodes {
                 continue;
             }
             match self.dial_once(&addr).await {
-                Ok(peer) if peer.node_name == config.identity.node_name => return,
+                Ok(peer) if peer.node_name == config.identity.node_name => {
+                    self.resolved(addr, peer.node_name);
+                    return;
+                }
                 Ok(peer) => {
+                    self.resolved(addr.clone(), peer.node_name.clone());
                     known = Some(peer.node_name);
                     backoff = config.backoff_min;
                     continue;
@@ -201,6 +226,13 @@ impl Nodes {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(config.backoff_max);
+        }
+    }
+
+    fn resolved(&self, addr: String, name: String) {
+        let mut resolved = self.0.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if resolved.insert(addr, name).is_none() {
+            self.0.changed.send_modify(|n| *n += 1);
         }
     }
 

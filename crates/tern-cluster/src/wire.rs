@@ -64,6 +64,8 @@ pub enum Service {
     /// A Raft RPC (append-entries, vote, snapshot) for the group `group` (0: the metadata
     /// group).
     Raft { group: u64 },
+    /// Cluster membership: forming a cluster, joining one.
+    Control,
 }
 
 /// A frame of the node-to-node protocol.
@@ -102,6 +104,7 @@ mod kind {
 
 mod service {
     pub const RAFT: u8 = 1;
+    pub const CONTROL: u8 = 2;
 }
 
 /// Append our preamble and version.
@@ -185,6 +188,7 @@ fn put_service(out: &mut BytesMut, service: &Service) {
             out.put_u8(service::RAFT);
             out.put_u64(*group);
         }
+        Service::Control => out.put_u8(service::CONTROL),
     }
 }
 
@@ -269,6 +273,7 @@ fn get_service(b: &mut Bytes) -> Result<Service, WireError> {
         service::RAFT => Ok(Service::Raft {
             group: get_u64(b, "raft group")?,
         }),
+        service::CONTROL => Ok(Service::Control),
         _ => Err(WireError::Field("service")),
     }
 }

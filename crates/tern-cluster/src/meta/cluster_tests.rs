@@ -45,6 +45,7 @@ impl Handler for Arc<RaftCalls> {
             match (service, raft) {
                 (Service::Raft { group: 0 }, Some(raft)) => raft.serve_rpc(body).await,
                 (Service::Raft { group }, _) => Err(format!("no Raft group {group} here yet")),
+                (Service::Control, _) => Err("no membership changes in this test".into()),
             }
         })
     }

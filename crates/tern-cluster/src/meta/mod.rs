@@ -32,6 +32,7 @@ use tern_store::{StoreError, Vfs};
 
 use crate::nodes::Nodes;
 
+pub use network::META_GROUP;
 pub use state_machine::{ApplyHook, SharedMeta};
 
 pub type NodeId = u64;

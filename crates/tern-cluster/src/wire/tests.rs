@@ -24,9 +24,13 @@ fn message() -> impl Strategy<Value = Message> {
             })
         },
     );
-    let call = (any::<u64>(), any::<u64>(), bytes()).prop_map(|(id, group, body)| Message::Call {
+    let service = prop_oneof![
+        any::<u64>().prop_map(|group| Service::Raft { group }),
+        Just(Service::Control),
+    ];
+    let call = (any::<u64>(), service, bytes()).prop_map(|(id, service, body)| Message::Call {
         id,
-        service: Service::Raft { group },
+        service,
         body,
     });
     let reply = (any::<u64>(), prop::result::maybe_ok(bytes(), text()))

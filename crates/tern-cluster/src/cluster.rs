@@ -1,0 +1,369 @@
+//! A node's place in a cluster: its links, its metadata member, and how a fresh set of
+//! nodes forms one cluster with no manual step.
+//!
+//! Forming: every node dials every address of its peer list (which may name the node
+//! itself) and waits until each has answered a handshake, so that all know the same set of
+//! node names. The node with the smallest name is the seed: it numbers the nodes 1, 2, … in
+//! name order, sends each peer that list ([`Control::Form`]), and once every peer has started
+//! its metadata member with the id it was given, starts its own and initializes the group
+//! with them all. A node keeps its name and id in `node` in its metadata directory; with that
+//! file it starts as the member it was, and catches up from the others (log or snapshot).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tern_store::Vfs;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::handshake::Peer;
+use crate::link::{Answer, CallError, Handler};
+use crate::meta::{Member, MetaError, MetaRaft, NodeId, SharedMeta, Timing, META_GROUP};
+use crate::nodes::{Nodes, NodesConfig};
+use crate::wire::Service;
+
+/// How a node takes its place in a cluster.
+pub struct ClusterConfig {
+    pub nodes: NodesConfig,
+    /// Peer addresses (`host:port`); may include this node's own.
+    pub peers: Vec<String>,
+    pub timing: Timing,
+}
+
+/// A membership request between nodes (the body of a `Service::Control` call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// From the seed of a fresh cluster: these are the members, by id; start yours.
+    Form { members: BTreeMap<NodeId, String> },
+}
+
+/// A node that is a member of the cluster's metadata group.
+pub struct Cluster {
+    nodes: Nodes,
+    id: NodeId,
+    meta: Arc<MetaRaft>,
+}
+
+impl Cluster {
+    /// Link to the peers and start the metadata member: the one `dir` says this node is, or,
+    /// on a fresh node, the one the cluster's forming gives it (see the module docs). Returns
+    /// once the member runs; the group may not have a leader yet.
+    pub async fn start(
+        config: ClusterConfig,
+        listener: TcpListener,
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        shared: Arc<SharedMeta>,
+    ) -> Result<Cluster, MetaError> {
+        let (forms_tx, forms) = mpsc::channel(4);
+        let calls = Arc::new(ClusterCalls {
+            meta: OnceLock::new(),
+            forms: forms_tx,
+        });
+        let me = config.nodes.identity.node_name.clone();
+        let nodes = Nodes::start(config.nodes, Arc::new(calls.clone()), listener);
+        config.peers.iter().for_each(|a| nodes.dial(a.clone()));
+        let record = NodeRecord::load(vfs.as_ref(), dir)?;
+        let start = Starter {
+            vfs,
+            dir: dir.to_path_buf(),
+            shared,
+            nodes: nodes.clone(),
+            timing: config.timing,
+            calls,
+        };
+        let (id, meta) = match record {
+            Some(record) if record.name == me => (record.id, start.member(record.id).await?),
+            Some(record) => {
+                return Err(MetaError::Raft(format!(
+                    "this data directory belongs to node '{}', not '{me}'",
+                    record.name
+                )))
+            }
+            None => start.form(&config.peers, forms).await?,
+        };
+        Ok(Cluster { nodes, id, meta })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    pub fn meta(&self) -> &Arc<MetaRaft> {
+        &self.meta
+    }
+
+    /// Stop the metadata member and every link.
+    pub async fn shutdown(&self) {
+        self.meta.shutdown().await;
+        self.nodes.stop();
+    }
+}
+
+/// What starting a member needs.
+struct Starter {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    shared: Arc<SharedMeta>,
+    nodes: Nodes,
+    timing: Timing,
+    calls: Arc<ClusterCalls>,
+}
+
+/// A Form from the seed, and where to say whether our member started.
+type FormRequest = (BTreeMap<NodeId, String>, oneshot::Sender<Answer>);
+
+impl Starter {
+    async fn member(&self, id: NodeId) -> Result<Arc<MetaRaft>, MetaError> {
+        let member = Member {
+            id,
+            nodes: self.nodes.clone(),
+            timing: self.timing,
+        };
+        let raft = MetaRaft::start_member(self.vfs.clone(), &self.dir, self.shared.clone(), member);
+        let raft = Arc::new(raft.await?);
+        let _ = self.calls.meta.set(raft.clone());
+        Ok(raft)
+    }
+
+    /// A fresh node: learn every peer's name, then form the cluster as its seed or wait for
+    /// the seed's word.
+    async fn form(
+        &self,
+        peers: &[String],
+        mut forms: mpsc::Receiver<FormRequest>,
+    ) -> Result<(NodeId, Arc<MetaRaft>), MetaError> {
+        let me = self.nodes.identity().node_name.clone();
+        let mut names = self.nodes.resolve_all(peers).await;
+        names.push(me.clone());
+        names.sort();
+        names.dedup();
+        if names[0] == me {
+            let members: BTreeMap<NodeId, String> = (1..).zip(names).collect();
+            return self.seed(members).await;
+        }
+        tracing::info!(seed = %names[0], "waiting for the seed node to form the cluster");
+        loop {
+            let Some((members, reply)) = forms.recv().await else {
+                return Err(MetaError::Stopped);
+            };
+            let Some(id) = members.iter().find(|(_, n)| **n == me).map(|(id, _)| *id) else {
+                let _ = reply.send(Err(format!("'{me}' is not among the members")));
+                continue;
+            };
+            let started = self.start_formed(id).await;
+            let answer = started
+                .as_ref()
+                .map(|_| Bytes::new())
+                .map_err(|e| e.to_string());
+            let _ = reply.send(answer);
+            return started.map(|raft| (id, raft));
+        }
+    }
+
+    async fn start_formed(&self, id: NodeId) -> Result<Arc<MetaRaft>, MetaError> {
+        let name = self.nodes.identity().node_name.clone();
+        NodeRecord { name, id }.save(self.vfs.as_ref(), &self.dir)?;
+        self.member(id).await
+    }
+
+    /// Tell every other member its id, then start ours and initialize the group.
+    async fn seed(
+        &self,
+        members: BTreeMap<NodeId, String>,
+    ) -> Result<(NodeId, Arc<MetaRaft>), MetaError> {
+        let me = &self.nodes.identity().node_name;
+        tracing::info!(members = ?members, "forming the cluster as its seed");
+        let form = Control::Form {
+            members: members.clone(),
+        }
+        .encode();
+        for name in members.values().filter(|n| *n != me) {
+            self.call_until_answered(name, form.clone()).await?;
+        }
+        let id = members
+            .iter()
+            .find(|(_, n)| *n == me)
+            .map_or(1, |(id, _)| *id);
+        let raft = self.start_formed(id).await?;
+        raft.initialize(members).await?;
+        Ok((id, raft))
+    }
+
+    /// Call `node`'s control service until it answers (links come and go while nodes
+    /// start); a refusal is an error.
+    async fn call_until_answered(&self, node: &str, body: Bytes) -> Result<(), MetaError> {
+        let wait = Duration::from_secs(30);
+        loop {
+            let Some(link) = self.nodes.link_within(node, wait).await else {
+                tracing::info!(%node, "waiting for a link to a member");
+                continue;
+            };
+            match link.call(Service::Control, body.clone(), wait).await {
+                Ok(_) => return Ok(()),
+                Err(CallError::Failed(_, why)) => {
+                    return Err(MetaError::Raft(format!("{node} refuses to form: {why}")))
+                }
+                Err(e) => tracing::info!(%node, error = %e, "asking a member again"),
+            }
+        }
+    }
+}
+
+/// Answers the calls peers make to this node: Raft RPCs to its metadata member, membership
+/// requests to the forming.
+struct ClusterCalls {
+    meta: OnceLock<Arc<MetaRaft>>,
+    forms: mpsc::Sender<FormRequest>,
+}
+
+impl Handler for Arc<ClusterCalls> {
+    fn call(
+        &self,
+        _from: &Peer,
+        service: Service,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match service {
+                Service::Raft { group: META_GROUP } => match this.meta.get() {
+                    Some(raft) => raft.serve_rpc(body).await,
+                    None => Err("this node's metadata member has not started".into()),
+                },
+                Service::Raft { group } => Err(format!("no Raft group {group} on this node")),
+                Service::Control => this.control(body).await,
+            }
+        })
+    }
+}
+
+impl ClusterCalls {
+    async fn control(&self, body: Bytes) -> Answer {
+        match Control::decode(body)? {
+            Control::Form { members } => {
+                if self.meta.get().is_some() {
+                    return Err("already a member of a cluster".into());
+                }
+                let (tx, rx) = oneshot::channel();
+                let sent = self.forms.send((members, tx)).await;
+                sent.map_err(|_| "no longer forming".to_string())?;
+                rx.await.map_err(|_| "no longer forming".to_string())?
+            }
+        }
+    }
+}
+
+impl Control {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Control::Form { members } => {
+                out.put_u8(1);
+                out.put_u32(members.len() as u32);
+                for (id, name) in members {
+                    out.put_u64(*id);
+                    out.put_u16(name.len() as u16);
+                    out.put_slice(name.as_bytes());
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    pub fn decode(mut b: Bytes) -> Result<Control, String> {
+        let bad = || "a malformed control request".to_string();
+        if b.remaining() < 5 || b.get_u8() != 1 {
+            return Err(bad());
+        }
+        let count = b.get_u32() as usize;
+        // An entry takes at least 10 bytes: no more are believed.
+        if count > b.remaining() / 10 {
+            return Err(bad());
+        }
+        let mut members = BTreeMap::new();
+        for _ in 0..count {
+            if b.remaining() < 10 {
+                return Err(bad());
+            }
+            let id = b.get_u64();
+            let len = b.get_u16() as usize;
+            if b.remaining() < len {
+                return Err(bad());
+            }
+            let name = String::from_utf8(b.split_to(len).to_vec()).map_err(|_| bad())?;
+            members.insert(id, name);
+        }
+        if !b.is_empty() {
+            return Err(bad());
+        }
+        Ok(Control::Form { members })
+    }
+}
+
+/// This node's name and id, kept in its metadata directory once the cluster gave it an id.
+#[derive(Debug, PartialEq, Eq)]
+struct NodeRecord {
+    name: String,
+    id: NodeId,
+}
+
+impl NodeRecord {
+    const FILE: &'static str = "node";
+
+    fn load(vfs: &dyn Vfs, dir: &Path) -> Result<Option<NodeRecord>, MetaError> {
+        let path = dir.join(Self::FILE);
+        if !vfs.exists(&path) {
+            return Ok(None);
+        }
+        let file = vfs.open(&path).map_err(store_error)?;
+        let len = file.len().map_err(store_error)? as usize;
+        let mut bytes = vec![0u8; len.min(4096)];
+        file.read_exact_at(&mut bytes, 0).map_err(store_error)?;
+        let text = String::from_utf8(bytes).ok();
+        let parsed = text.as_deref().and_then(|t| {
+            let (id, name) = t.trim_end().split_once(' ')?;
+            Some(NodeRecord {
+                id: id.parse().ok()?,
+                name: name.to_string(),
+            })
+        });
+        match parsed {
+            Some(record) => Ok(Some(record)),
+            None => Err(MetaError::Raft(format!(
+                "{} is damaged: it should hold this node's id and name",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Write the record durably: a new file, synced, renamed over the old, directory synced.
+    fn save(&self, vfs: &dyn Vfs, dir: &Path) -> Result<(), MetaError> {
+        vfs.create_dir_all(dir).map_err(store_error)?;
+        let tmp = dir.join("node.new");
+        let file = vfs.create(&tmp).map_err(store_error)?;
+        let text = format!("{} {}\n", self.id, self.name);
+        file.append(text.as_bytes()).map_err(store_error)?;
+        file.sync().map_err(store_error)?;
+        vfs.rename(&tmp, &dir.join(Self::FILE))
+            .map_err(store_error)?;
+        vfs.sync_dir(dir).map_err(store_error)?;
+        Ok(())
+    }
+}
+
+fn store_error(e: std::io::Error) -> MetaError {
+    MetaError::Store(tern_store::StoreError::from(e))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Fresh nodes with one peer list form one cluster by themselves; a member that restarts on
+//! its own data rejoins as the member it was and catches up.
+
+use std::sync::Arc;
+
+use tern_amqp::{AmqpError, FieldTable};
+use tern_core::meta::{ExchangeDef, MetaCommand, MetaOutcome, Metadata};
+use tern_core::names::{ExchangeName, VhostName};
+use tern_core::routing::ExchangeKind;
+use tern_store::sim::SimFs;
+
+use super::*;
+use crate::handshake::{Identity, Secret};
+use crate::meta::ApplyHook;
+
+const STEP: Duration = Duration::from_secs(20);
+
+struct Ignore;
+
+impl ApplyHook for Ignore {
+    fn applied(&self, _: &Metadata, _: &MetaCommand, _: &Result<MetaOutcome, AmqpError>) {}
+    fn replaced(&self, _: &Metadata) {}
+}
+
+fn exchange(name: &str) -> MetaCommand {
+    MetaCommand::DeclareExchange {
+        vhost: VhostName::from("/"),
+        def: ExchangeDef {
+            name: ExchangeName::from(name),
+            kind: ExchangeKind::Direct,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::new(),
+        },
+        passive: false,
+    }
+}
+
+fn has_exchange(cluster: &Cluster, name: &str) -> bool {
+    let meta = cluster.meta().shared().lock();
+    meta.exchange(&VhostName::from("/"), &ExchangeName::from(name))
+        .is_some()
+}
+
+fn fast() -> Timing {
+    Timing {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+    }
+}
+
+async fn start(
+    name: &'static str,
+    listener: TcpListener,
+    peers: Vec<String>,
+    fs: SimFs,
+) -> Cluster {
+    let identity = Identity {
+        cluster_name: "tern".into(),
+        node_name: name.into(),
+        listen: listener.local_addr().expect("addr").to_string(),
+    };
+    let secret = Secret::from_bytes(b"cookie").expect("secret");
+    let mut nodes = NodesConfig::new(identity, secret);
+    nodes.backoff_min = Duration::from_millis(20);
+    nodes.backoff_max = Duration::from_millis(200);
+    let config = ClusterConfig {
+        nodes,
+        peers,
+        timing: fast(),
+    };
+    let shared = Arc::new(SharedMeta::new(Arc::new(Ignore)));
+    let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+    let started = Cluster::start(config, listener, vfs, Path::new("/data/meta"), shared);
+    tokio::time::timeout(STEP, started)
+        .await
+        .expect("started in time")
+        .expect("started")
+}
+
+/// Write `cmd` through whichever of `members` leads; the log index every member must reach.
+async fn write(members: &[&Cluster], cmd: MetaCommand) -> u64 {
+    let leader = members[0]
+        .meta()
+        .await_leader(STEP)
+        .await
+        .expect("a leader");
+    let leader = members
+        .iter()
+        .find(|c| c.id() == leader)
+        .expect("a living leader");
+    let (index, outcome) = leader.meta().write_indexed(cmd).await.expect("written");
+    assert!(outcome.is_ok());
+    index
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_rejoins() {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let peers: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").to_string())
+        .collect();
+    let disks = [SimFs::new(), SimFs::new(), SimFs::new()];
+    // Started in an order that is not the names' order: the seed (n1) comes up last.
+    let names = ["n3@h", "n2@h", "n1@h"];
+    let starts = names
+        .iter()
+        .zip(listeners)
+        .zip(&disks)
+        .map(|((name, l), fs)| start(name, l, peers.clone(), fs.clone()));
+    let members = futures_join(starts).await;
+    let ids: Vec<(String, NodeId)> = members
+        .iter()
+        .map(|c| (c.nodes().identity().node_name.clone(), c.id()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("n3@h".into(), 3), ("n2@h".into(), 2), ("n1@h".into(), 1)],
+        "ids in name order"
+    );
+
+    let all: Vec<&Cluster> = members.iter().collect();
+    let index = write(&all, exchange("before")).await;
+    for c in &members {
+        c.meta().await_applied(index, STEP).await.expect("applied");
+        assert!(has_exchange(c, "before"));
+    }
+
+    // n2 stops; a change is made without it; it comes back on its own data and catches up.
+    let n2 = &members[1];
+    n2.shutdown().await;
+    let rest = [&members[0], &members[2]];
+    let index = write(&rest, exchange("while-away")).await;
+    let listener = TcpListener::bind(&peers[1]).await.expect("n2's port again");
+    let back = start("n2@h", listener, peers.clone(), disks[1].clone()).await;
+    assert_eq!(back.id(), 2, "the member it was");
+    back.meta()
+        .await_applied(index, STEP)
+        .await
+        .expect("caught up");
+    assert!(has_exchange(&back, "before") && has_exchange(&back, "while-away"));
+    for c in [&members[0], &members[2], &back] {
+        c.shutdown().await;
+    }
+}
+
+/// Run the futures at once (each is a node starting; they wait for each other).
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[test]
+fn a_form_request_decodes_to_itself_and_malformed_ones_are_refused() {
+    let form = Control::Form {
+        members: BTreeMap::from([(1, "a@h".to_string()), (2, "b@h".to_string())]),
+    };
+    let bytes = form.encode();
+    assert_eq!(Control::decode(bytes.clone()), Ok(form));
+    for cut in 0..bytes.len() {
+        assert!(Control::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    let mut huge = BytesMut::new();
+    huge.put_u8(1);
+    huge.put_u32(u32::MAX);
+    assert!(Control::decode(huge.freeze()).is_err());
+}
+
+#[test]
+fn the_node_record_survives_a_crash_once_saved_and_damage_is_refused() {
+    let fs = SimFs::new();
+    let dir = Path::new("/data/meta");
+    assert_eq!(NodeRecord::load(&fs, dir).expect("load"), None);
+    let record = NodeRecord {
+        name: "n1@h".into(),
+        id: 7,
+    };
+    record.save(&fs, dir).expect("save");
+    let after = fs.crash(tern_store::sim::Crash::LoseUnsynced);
+    assert_eq!(NodeRecord::load(&after, dir).expect("load"), Some(record));
+    fs.flip_bit(&dir.join("node"), 0, 6);
+    assert!(
+        NodeRecord::load(&fs, dir).is_err(),
+        "a damaged record is refused"
+    );
+}
