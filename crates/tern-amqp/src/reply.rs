@@ -58,6 +58,32 @@ impl ReplyCode {
         }
     }
 
+    /// The code with this number, if it is one of the spec's.
+    pub fn from_code(code: u16) -> Option<ReplyCode> {
+        const ALL: [ReplyCode; 19] = [
+            ReplyCode::Success,
+            ReplyCode::ContentTooLarge,
+            ReplyCode::NoRoute,
+            ReplyCode::NoConsumers,
+            ReplyCode::ConnectionForced,
+            ReplyCode::InvalidPath,
+            ReplyCode::AccessRefused,
+            ReplyCode::NotFound,
+            ReplyCode::ResourceLocked,
+            ReplyCode::PreconditionFailed,
+            ReplyCode::FrameError,
+            ReplyCode::SyntaxError,
+            ReplyCode::CommandInvalid,
+            ReplyCode::ChannelError,
+            ReplyCode::UnexpectedFrame,
+            ReplyCode::ResourceError,
+            ReplyCode::NotAllowed,
+            ReplyCode::NotImplemented,
+            ReplyCode::InternalError,
+        ];
+        ALL.into_iter().find(|c| c.code() == code)
+    }
+
     /// Channel-level codes close only the channel; the rest close the connection (spec 1.9).
     pub fn is_channel_error(self) -> bool {
         matches!(
@@ -112,5 +138,22 @@ impl AmqpError {
             text.truncate(end);
         }
         ShortStr::from_string_lossy(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_found_by_its_number_and_no_other_number_is() {
+        for n in 0..=1000u16 {
+            if let Some(code) = ReplyCode::from_code(n) {
+                assert_eq!(code.code(), n);
+            }
+        }
+        let known = (0..=1000u16).filter_map(ReplyCode::from_code).count();
+        assert_eq!(known, 19);
+        assert_eq!(ReplyCode::from_code(404), Some(ReplyCode::NotFound));
     }
 }

@@ -17,9 +17,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tern_amqp::AmqpError;
+use tern_core::meta::{decode_command, decode_outcome, encode_command, encode_outcome};
+use tern_core::meta::{MetaCommand, MetaOutcome};
 use tern_store::Vfs;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::handshake::Peer;
 use crate::link::{Answer, CallError, Handler};
@@ -35,11 +39,14 @@ pub struct ClusterConfig {
     pub timing: Timing,
 }
 
-/// A membership request between nodes (the body of a `Service::Control` call).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request between nodes about the cluster itself (the body of a `Service::Control` call).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Control {
     /// From the seed of a fresh cluster: these are the members, by id; start yours.
     Form { members: BTreeMap<NodeId, String> },
+    /// From a member that does not lead: write this change. Answered with the log index it
+    /// got and its outcome.
+    Write(MetaCommand),
 }
 
 /// A node that is a member of the cluster's metadata group.
@@ -102,10 +109,72 @@ impl Cluster {
         &self.meta
     }
 
+    /// Commit a definition change from any member: the leader writes it; a follower forwards
+    /// it to the leader, then waits until it has applied the change itself, so that what the
+    /// client sees next on this node includes it. Within `timeout`, or
+    /// [`MetaError::Unavailable`]: no leader, or no majority to commit.
+    pub async fn write(
+        &self,
+        cmd: MetaCommand,
+        timeout: Duration,
+    ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
+        let deadline = Instant::now() + timeout;
+        let forward = Control::Write(cmd.clone()).encode();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = match self.meta.leader() {
+                Some(id) if id == self.id => self.write_here(&cmd, left).await,
+                Some(id) => self.forward(id, forward.clone(), left).await,
+                None => Err(MetaError::NotLeader),
+            };
+            match attempt {
+                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                    let _ = self.meta.await_leader(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) if e.is_unavailable() => return Err(unavailable(timeout)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_here(
+        &self,
+        cmd: &MetaCommand,
+        left: Duration,
+    ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
+        match tokio::time::timeout(left, self.meta.write(cmd.clone())).await {
+            Ok(written) => written,
+            Err(_) => Err(unavailable(left)),
+        }
+    }
+
+    /// Have the leader `id` write the change; wait until this member has applied it.
+    async fn forward(
+        &self,
+        id: NodeId,
+        body: Bytes,
+        left: Duration,
+    ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
+        let name = self.meta.member_name(id).ok_or(MetaError::NotLeader)?;
+        let link = self.nodes.link(&name).ok_or(MetaError::NotLeader)?;
+        let answer = match link.call(Service::Control, body, left).await {
+            Ok(answer) => answer,
+            Err(CallError::Failed(_, why)) if why == NOT_LEADER => {
+                return Err(MetaError::NotLeader)
+            }
+            Err(CallError::Failed(_, why)) => return Err(MetaError::Raft(why)),
+            Err(_) => return Err(MetaError::NotLeader),
+        };
+        let (index, outcome) = decode_written(answer).map_err(MetaError::Raft)?;
+        self.meta.await_applied(index, left).await?;
+        Ok(outcome)
+    }
+
     /// Stop the metadata member and every link.
     pub async fn shutdown(&self) {
         self.meta.shutdown().await;
-        self.nodes.stop();
+        self.nodes.stop().await;
     }
 }
 
@@ -247,9 +316,53 @@ impl Handler for Arc<ClusterCalls> {
     }
 }
 
+/// How long a leader tries to commit a forwarded write (the forwarder may give up sooner).
+const FORWARDED_WRITE_WAIT: Duration = Duration::from_secs(30);
+
+/// What a member that does not lead answers a forwarded write.
+const NOT_LEADER: &str = "not the metadata leader";
+
+fn unavailable(waited: Duration) -> MetaError {
+    MetaError::Unavailable(format!(
+        "no metadata leader could commit the change within {waited:?}: fewer than a majority \
+         of the cluster's nodes are reachable"
+    ))
+}
+
+fn encode_written(index: u64, outcome: &Result<MetaOutcome, AmqpError>) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u64(index);
+    encode_outcome(outcome, &mut out);
+    out.freeze()
+}
+
+fn decode_written(mut b: Bytes) -> Result<(u64, Result<MetaOutcome, AmqpError>), String> {
+    if b.remaining() < 8 {
+        return Err("a malformed write answer".into());
+    }
+    let index = b.get_u64();
+    let outcome = decode_outcome(&mut b).map_err(|e| e.to_string())?;
+    Ok((index, outcome))
+}
+
 impl ClusterCalls {
+    /// A forwarded write, made if this member leads.
+    async fn write(&self, cmd: MetaCommand) -> Answer {
+        let Some(raft) = self.meta.get() else {
+            return Err(NOT_LEADER.into());
+        };
+        let written = tokio::time::timeout(FORWARDED_WRITE_WAIT, raft.write_indexed(cmd)).await;
+        match written {
+            Ok(Ok((index, outcome))) => Ok(encode_written(index, &outcome)),
+            Ok(Err(MetaError::NotLeader)) => Err(NOT_LEADER.into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(unavailable(FORWARDED_WRITE_WAIT).to_string()),
+        }
+    }
+
     async fn control(&self, body: Bytes) -> Answer {
         match Control::decode(body)? {
+            Control::Write(cmd) => self.write(cmd).await,
             Control::Form { members } => {
                 if self.meta.get().is_some() {
                     return Err("already a member of a cluster".into());
@@ -267,6 +380,10 @@ impl Control {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
         match self {
+            Control::Write(cmd) => {
+                out.put_u8(2);
+                encode_command(cmd, &mut out);
+            }
             Control::Form { members } => {
                 out.put_u8(1);
                 out.put_u32(members.len() as u32);
@@ -282,6 +399,15 @@ impl Control {
 
     pub fn decode(mut b: Bytes) -> Result<Control, String> {
         let bad = || "a malformed control request".to_string();
+        if b.first() == Some(&2) {
+            b.advance(1);
+            let cmd = decode_command(&mut b).map_err(|e| e.to_string())?;
+            return if b.is_empty() {
+                Ok(Control::Write(cmd))
+            } else {
+                Err(bad())
+            };
+        }
         if b.remaining() < 5 || b.get_u8() != 1 {
             return Err(bad());
         }

@@ -64,6 +64,8 @@ struct Inner {
     changed: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     established: AtomicU64,
+    /// The accept loop, awaited by [`Nodes::stop`] so that the port is free when it returns.
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A link and which end dialed it.
@@ -83,8 +85,10 @@ impl Nodes {
             changed: watch::Sender::new(0),
             stop: watch::Sender::new(false),
             established: AtomicU64::new(0),
+            accepting: Mutex::new(None),
         }));
-        tokio::spawn(nodes.clone().accept_loop(listener));
+        let accepting = tokio::spawn(nodes.clone().accept_loop(listener));
+        *nodes.0.accepting.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepting);
         nodes
     }
 
@@ -157,11 +161,20 @@ impl Nodes {
         self.0.established.load(Ordering::Relaxed)
     }
 
-    /// Stop accepting and dialing, and close every link.
-    pub fn stop(&self) {
+    /// Stop accepting (the listener is closed on return) and dialing, and close every link.
+    pub async fn stop(&self) {
         self.0.stop.send_replace(true);
         for held in self.lock().drain() {
             held.1.link.close();
+        }
+        let accepting = self
+            .0
+            .accepting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = accepting {
+            let _ = task.await;
         }
     }
 
@@ -177,12 +190,15 @@ impl Nodes {
         let handshakes = Arc::new(Semaphore::new(self.0.config.handshakes_max.max(1)));
         let mut stop = self.0.stop.subscribe();
         loop {
-            let Ok(slot) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+            let (slot, accepted) = tokio::select! {
+                a = async {
+                    let slot = handshakes.clone().acquire_owned().await;
+                    (slot, listener.accept().await)
+                } => a,
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok(slot) = slot else {
+                return;
             };
             let (stream, from) = match accepted {
                 Ok(a) => a,

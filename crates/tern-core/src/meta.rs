@@ -19,6 +19,8 @@
 //! - `bindings`: one exchange's bindings as source, indexed by identity and destination.
 //! - `ops`, `validate`, `arguments`: the commands' checks and RabbitMQ's error texts.
 //! - [`access`]: users, password hashes, tags, permissions and topic permissions.
+//! - `codec`, `access_codec`: the commands' binary form (the metadata log's records);
+//!   `outcome_codec`: their answers', for a leader answering a forwarded change.
 
 pub mod access;
 mod access_codec;
@@ -33,6 +35,7 @@ mod local;
 #[cfg(test)]
 mod model_tests;
 mod ops;
+mod outcome_codec;
 #[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
@@ -50,6 +53,7 @@ use crate::routing::{Destination, ExchangeKind, RoutingSnapshot};
 
 use access::{AccessCommand, AccessState, VhostAccess};
 pub use codec::{decode_command, encode_command, CodecError};
+pub use outcome_codec::{decode_outcome, encode_outcome};
 use vhost::{Effects, VhostState};
 
 #[derive(Clone, Debug, PartialEq)]

@@ -165,12 +165,18 @@ where
 }
 
 #[test]
-fn a_form_request_decodes_to_itself_and_malformed_ones_are_refused() {
+fn control_requests_decode_to_themselves_and_malformed_ones_are_refused() {
     let form = Control::Form {
         members: BTreeMap::from([(1, "a@h".to_string()), (2, "b@h".to_string())]),
     };
     let bytes = form.encode();
     assert_eq!(Control::decode(bytes.clone()), Ok(form));
+    for cut in 0..bytes.len() {
+        assert!(Control::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    let write = Control::Write(exchange("x"));
+    let bytes = write.encode();
+    assert_eq!(Control::decode(bytes.clone()), Ok(write));
     for cut in 0..bytes.len() {
         assert!(Control::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
     }
@@ -197,4 +203,75 @@ fn the_node_record_survives_a_crash_once_saved_and_damage_is_refused() {
         NodeRecord::load(&fs, dir).is_err(),
         "a damaged record is refused"
     );
+}
+
+/// Three fresh nodes formed into one cluster (names n1..n3, ids 1..3), each on its own disk.
+async fn formed() -> (Vec<Cluster>, Vec<String>) {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let peers: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").to_string())
+        .collect();
+    let starts = ["n1@h", "n2@h", "n3@h"]
+        .into_iter()
+        .zip(listeners)
+        .map(|(name, l)| start(name, l, peers.clone(), SimFs::new()));
+    let members = futures_join(starts).await;
+    members[0]
+        .meta()
+        .await_leader(STEP)
+        .await
+        .expect("a leader");
+    (members, peers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_on_a_follower_is_committed_by_the_leader_and_seen_at_once_where_made() {
+    let (members, _) = formed().await;
+    let leader = members[0].meta().await_leader(STEP).await.expect("leader");
+    let follower = members
+        .iter()
+        .find(|c| c.id() != leader)
+        .expect("a follower");
+    let outcome = follower
+        .write(exchange("via-follower"), STEP)
+        .await
+        .expect("written");
+    assert_eq!(outcome, Ok(MetaOutcome::ExchangeDeclared { created: true }));
+    assert!(
+        has_exchange(follower, "via-follower"),
+        "read your writes on the follower"
+    );
+
+    // A refusal comes back as the leader's AMQP error.
+    let mut fanout = exchange("via-follower");
+    if let MetaCommand::DeclareExchange { def, .. } = &mut fanout {
+        def.kind = ExchangeKind::Fanout;
+    }
+    let refused = follower.write(fanout, STEP).await.expect("answered");
+    let e = refused.expect_err("inequivalent type");
+    assert_eq!(e.code, tern_amqp::ReplyCode::PreconditionFailed, "{e}");
+    for c in &members {
+        c.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_a_change_fails_fast_with_the_reason() {
+    let (members, _) = formed().await;
+    members[1].shutdown().await;
+    members[2].shutdown().await;
+    let wait = Duration::from_millis(1500);
+    let started = tokio::time::Instant::now();
+    let refused = members[0].write(exchange("lonely"), wait).await;
+    let took = started.elapsed();
+    let Err(MetaError::Unavailable(why)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(why.contains("majority"), "{why}");
+    assert!(took < wait + Duration::from_secs(2), "gave up in {took:?}");
+    members[0].shutdown().await;
 }

@@ -157,7 +157,7 @@ async fn three_members_apply_every_change_and_go_on_without_their_leader() {
     let first = members[0].raft.await_leader(STEP).await.expect("leader");
     let dead = &members[first as usize - 1];
     dead.raft.shutdown().await;
-    dead.nodes.stop();
+    dead.nodes.stop().await;
     let living: Vec<&Member> = members.iter().filter(|m| m.id != first).collect();
     let new_leader = async {
         loop {
@@ -178,6 +178,6 @@ async fn three_members_apply_every_change_and_go_on_without_their_leader() {
     }
     for m in &living {
         m.raft.shutdown().await;
-        m.nodes.stop();
+        m.nodes.stop().await;
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{Fatal, RaftError};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tern_amqp::AmqpError;
 use tern_core::meta::{MetaCommand, MetaOutcome};
@@ -64,13 +64,26 @@ pub enum MetaError {
     /// The group was shut down (the node is stopping): an ordinary refusal, not a failure.
     #[error("metadata raft stopped")]
     Stopped,
+    /// This member does not lead (any more): the write goes to the one that does.
+    #[error("this node does not lead the metadata group")]
+    NotLeader,
+    /// No leader could commit the change in time: fewer than a majority of the members are
+    /// reachable. The change may still be made once they are.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl MetaError {
-    /// Whether the node is merely stopping; every other error means the metadata can no
-    /// longer be trusted to be stored.
+    /// Whether the node is merely stopping; every other error but [`MetaError::NotLeader`] and
+    /// [`MetaError::Unavailable`] means the metadata can no longer be trusted to be stored.
     pub fn is_stopped(&self) -> bool {
         matches!(self, MetaError::Stopped)
+    }
+
+    /// Whether the cluster could not take the change now (no leader, no majority): the node
+    /// itself is sound.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MetaError::NotLeader | MetaError::Unavailable(_))
     }
 }
 
@@ -199,6 +212,14 @@ impl MetaRaft {
         applied.map_or(0, |id| id.index)
     }
 
+    /// The node name of member `id`, as the membership records it.
+    pub fn member_name(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let node = metrics.membership_config.membership().get_node(&id);
+        node.map(|n| n.addr.clone())
+    }
+
     /// Wait up to `timeout` for a leader to be known; its id.
     pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId, MetaError> {
         let metrics = self
@@ -259,6 +280,7 @@ impl MetaRaft {
     ) -> Result<(u64, Result<MetaOutcome, AmqpError>), MetaError> {
         let response = self.raft.client_write(cmd).await.map_err(|e| match e {
             RaftError::Fatal(Fatal::Stopped) => MetaError::Stopped,
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MetaError::NotLeader,
             e => raft_error(e),
         })?;
         let outcome = response.data.0;

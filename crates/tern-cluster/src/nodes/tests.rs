@@ -106,7 +106,7 @@ async fn a_peer_list_naming_every_node_links_each_pair_once() {
         assert_eq!(n.nodes.linked(), others, "never linked to itself");
     }
     for n in &nodes {
-        n.nodes.stop();
+        n.nodes.stop().await;
     }
 }
 
@@ -131,15 +131,15 @@ async fn a_restarted_peer_is_dialed_again() {
     a.nodes.dial(b.addr.clone());
     assert_eq!(answer(&a, "b@localhost").await, "b@localhost");
     let first = a.nodes.link("b@localhost").expect("linked");
-    b.nodes.stop();
+    b.nodes.stop().await;
     first.down().await;
     let listener = TcpListener::bind(&b.addr)
         .await
         .expect("the same port again");
     let b = node_on("b", "s", listener).await;
     assert_eq!(answer(&a, "b@localhost").await, "b@localhost");
-    b.nodes.stop();
-    a.nodes.stop();
+    b.nodes.stop().await;
+    a.nodes.stop().await;
 }
 
 #[tokio::test]
@@ -162,6 +162,6 @@ async fn two_nodes_dialing_each_other_settle_on_one_link() {
     let via_a = a.nodes.link("b@localhost").expect("a's link");
     let via_b = b.nodes.link("a@localhost").expect("b's link");
     assert!(!via_a.is_down() && !via_b.is_down());
-    a.nodes.stop();
-    b.nodes.stop();
+    a.nodes.stop().await;
+    b.nodes.stop().await;
 }

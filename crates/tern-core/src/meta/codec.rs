@@ -208,7 +208,7 @@ fn put_exchange(out: &mut BytesMut, def: &ExchangeDef) {
     def.arguments.encode(out);
 }
 
-fn put_queue(out: &mut BytesMut, def: &QueueDef) {
+pub(super) fn put_queue(out: &mut BytesMut, def: &QueueDef) {
     put_str(out, &def.name.0);
     out.put_u8(u8::from(def.durable) | u8::from(def.auto_delete) << 1);
     match def.exclusive_owner {
@@ -298,7 +298,7 @@ fn get_exchange(buf: &mut Bytes) -> Result<ExchangeDef, CodecError> {
     })
 }
 
-fn get_queue(buf: &mut Bytes) -> Result<QueueDef, CodecError> {
+pub(super) fn get_queue(buf: &mut Bytes) -> Result<QueueDef, CodecError> {
     let name = QueueName(get_str(buf)?);
     let flags = get_u8(buf)?;
     let exclusive_owner = match get_u8(buf)? {
