@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::alarms::Alarms;
 use crate::auth::{self, LoginLimiter};
+use crate::clustering::{self, MetaStore};
 use crate::config::Config;
 use crate::connection::ConnDetail;
 use crate::direct_reply::ReplyRegistry;
@@ -37,7 +38,7 @@ pub struct Broker {
     pub config: Config,
     meta: Arc<SharedMeta>,
     /// Set by [`Broker::open`]; every write goes through it.
-    raft: OnceLock<MetaRaft>,
+    store: OnceLock<MetaStore>,
     snapshot: RwLock<Arc<RoutingSnapshot>>,
     queues: RwLock<HashMap<QueueKey, QueueHandle>>,
     generation: AtomicU64,
@@ -163,7 +164,7 @@ impl Broker {
         let snapshot = Metadata::new().snapshot();
         Arc::new_cyclic(|me: &Weak<Broker>| Broker {
             meta: Arc::new(SharedMeta::new(Arc::new(BrokerHook(me.clone())))),
-            raft: OnceLock::new(),
+            store: OnceLock::new(),
             snapshot: RwLock::new(snapshot),
             queues: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(1),
@@ -344,8 +345,13 @@ impl Broker {
     }
 
     /// Start the metadata group on `data_dir/meta` (replaying it: queue actors start for the
-    /// queues it holds), then drop what was not durable, as RabbitMQ does at boot.
-    pub async fn open(self: &Arc<Self>) -> Result<(), MetaError> {
+    /// queues it holds), then drop what was not durable, as RabbitMQ does at boot. With
+    /// `cluster`, as a member of the cluster's group instead; its transient definitions are
+    /// the cluster's, and stay while any node runs.
+    pub async fn open(
+        self: &Arc<Self>,
+        cluster: Option<clustering::Settings>,
+    ) -> Result<(), crate::StartError> {
         // Non-durable queues' paged messages do not outlive the node.
         let paging = self.config.data_dir.join("paging");
         if paging.exists() {
@@ -354,12 +360,19 @@ impl Broker {
             }
         }
         let dir = self.config.data_dir.join("meta");
-        let raft = MetaRaft::start(self.vfs.clone(), &dir, self.meta.clone()).await?;
-        if self.raft.set(raft).is_err() {
-            return Err(MetaError::Raft("the broker was opened twice".into()));
+        let (vfs, shared) = (self.vfs.clone(), self.meta.clone());
+        let store = match cluster {
+            None => MetaStore::Single(MetaRaft::start(vfs, &dir, shared).await?),
+            Some(settings) => clustering::open(&self.config, settings, vfs, &dir, shared).await?,
+        };
+        let single = !store.is_cluster();
+        if self.store.set(store).is_err() {
+            return Err(MetaError::Raft("the broker was opened twice".into()).into());
         }
-        if let Err(e) = self.apply(MetaCommand::DropTransient).await {
-            tracing::warn!(error = %e, "dropping transient definitions failed");
+        if single {
+            if let Err(e) = self.apply(MetaCommand::DropTransient).await {
+                tracing::warn!(error = %e, "dropping transient definitions failed");
+            }
         }
         self.bootstrap().await;
         Ok(())
@@ -399,8 +412,8 @@ impl Broker {
             let flushed = q.ask(|reply| QueueCmd::Flush { reply });
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
         }
-        if let Some(raft) = self.raft.get() {
-            raft.shutdown().await;
+        if let Some(store) = self.store.get() {
+            store.shutdown().await;
         }
     }
 
@@ -436,6 +449,9 @@ impl Broker {
         if e.is_stopped() {
             return AmqpError::new(ReplyCode::ConnectionForced, SHUTDOWN_TEXT);
         }
+        if e.is_unavailable() {
+            return clustering::unavailable(&e);
+        }
         self.storage_failed(format!("metadata storage failed: {e}"));
         AmqpError::new(
             ReplyCode::InternalError,
@@ -458,13 +474,18 @@ impl Broker {
         if let Some(answer) = self.lock_meta().answer_locally(&cmd) {
             return answer;
         }
-        let Some(raft) = self.raft.get() else {
+        let Some(store) = self.store.get() else {
             return Err(AmqpError::new(
                 ReplyCode::InternalError,
                 "metadata not open",
             ));
         };
-        match raft.write(cmd).await {
+        if store.is_cluster() {
+            if let Some(refusal) = clustering::refused_in_cluster(&cmd) {
+                return Err(refusal);
+            }
+        }
+        match store.write(cmd).await {
             Ok(outcome) => outcome,
             Err(e) => Err(self.write_refused(e)),
         }

@@ -101,6 +101,19 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// How the binary writes its log (the broker itself only emits `tracing` events).
     pub log: LogConfig,
+    /// This node's name, `name@host` as RabbitMQ names nodes (default `tern@` and the host
+    /// name). A clustered node keeps it in its data directory and must keep using it.
+    pub node_name: String,
+    /// The cluster this node belongs to: nodes that name another are refused.
+    pub cluster_name: String,
+    /// The port other nodes reach this one on (RabbitMQ's inter-node port: 25672).
+    pub cluster_port: u16,
+    /// The nodes of the cluster (`host:port` of their cluster ports; this node's own may be
+    /// among them, so that every node can be given the same list). Empty: a single node.
+    pub cluster_peers: Vec<String>,
+    /// A file holding the secret every node of the cluster shares (as RabbitMQ's Erlang
+    /// cookie); required with `cluster_peers`. It is never sent: nodes prove they know it.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -143,7 +156,24 @@ impl Default for Config {
             amqps_port: 5671,
             tls: None,
             log: LogConfig::default(),
+            node_name: format!("tern@{}", host_name()),
+            cluster_name: "tern".into(),
+            cluster_port: 25672,
+            cluster_peers: Vec::new(),
+            cluster_secret_file: None,
         }
+    }
+}
+
+/// The machine's host name ("localhost" if it has none we can read).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "localhost".into(),
     }
 }
 
@@ -283,6 +313,7 @@ impl Config {
             amqps_port: 0,
             management_port: 0,
             prometheus_port: 0,
+            cluster_port: 0,
             data_dir: dir,
             ..Config::default()
         }

@@ -49,7 +49,7 @@ impl Harness {
         };
         let broker = Broker::new(config, Arc::new(tern_store::OsFs));
         runtime
-            .block_on(broker.open())
+            .block_on(broker.open(None))
             .expect("the harness broker opens");
         Harness {
             runtime,

@@ -8,6 +8,8 @@
 //! - `connection`: one client connection: handshake, frame reading, the channel state
 //!   machines, heartbeats, and the single buffered writer.
 //! - `sink`: the events queue actors send to connections.
+//! - `clustering`: where definition changes are written (this node's own metadata group, or
+//!   the cluster's), and what a clustered node refuses for now.
 //! - `alarms`: the free-disk and memory alarms that block publishers.
 //! - [`admin`]: rabbitmqctl's commands (users, vhosts, permissions, list_queues and the other
 //!   lists, status, purge / delete, close_connection, definitions), on a local socket.
@@ -31,6 +33,7 @@ pub mod admin;
 mod alarms;
 pub mod auth;
 mod broker;
+mod clustering;
 pub mod config;
 mod connection;
 mod direct_reply;
@@ -182,9 +185,10 @@ pub async fn start_on(
     config: Config,
     vfs: Arc<dyn tern_store::Vfs>,
 ) -> Result<ServerHandle, StartError> {
+    let cluster = clustering::settings(&config)?;
     let lock = tern_store::DirLock::acquire(&config.data_dir)?;
     let broker = Broker::new(config, vfs);
-    broker.open().await?;
+    broker.open(cluster).await?;
     alarms::spawn_memory_monitor(&broker.alarms, broker.config.memory_check_interval);
     alarms::spawn_disk_monitor(
         &broker.alarms,

@@ -27,8 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (single node).
-    Server(server::ServerArgs),
+    /// Run a broker: a single node, or a member of a cluster (--cluster-peers).
+    Server(Box<server::ServerArgs>),
     /// Operator commands to a running node, rabbitmqctl's names: users, vhosts, permissions,
     /// list_queues and the other lists, status, purge/delete, definitions export/import.
     Ctl(ctl::CtlArgs),
@@ -58,7 +58,7 @@ fn run(command: Command) -> Result<()> {
     }
     let runtime = runtime()?;
     match command {
-        Command::Server(args) => runtime.block_on(server::serve(args)),
+        Command::Server(args) => runtime.block_on(server::serve(*args)),
         Command::Publish(args) => runtime.block_on(tools::publish(args)),
         Command::Consume(args) => runtime.block_on(tools::consume(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),

@@ -80,6 +80,22 @@ pub struct ServerArgs {
     /// Log filter, as RUST_LOG: `info` (default), `warn,tern_server=debug`, ...
     #[arg(long)]
     log_level: Option<String>,
+    /// This node's name, name@host (default tern@ and the host name); keep it once clustered.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster's name (default tern): nodes that name another are refused.
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Where other nodes reach this one (default 25672, as RabbitMQ's inter-node port).
+    #[arg(long)]
+    cluster_port: Option<u16>,
+    /// Every node's host:port, comma-separated (this node's own may be among them, so every
+    /// node can be given the same list). Without it, a single node.
+    #[arg(long, value_delimiter = ',')]
+    cluster_peers: Option<Vec<String>>,
+    /// The file with the secret all the cluster's nodes share; required with --cluster-peers.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -142,6 +158,7 @@ impl ServerArgs {
         }
         self.tls(&mut config)?;
         self.log(&mut config.log);
+        self.cluster(&mut config);
         Ok(config)
     }
 
@@ -179,6 +196,18 @@ impl ServerArgs {
         tls.require_client_cert |= self.tls_require_client_cert;
         set(&mut tls.cert_login, self.tls_cert_login.map(Into::into));
         Ok(())
+    }
+
+    fn cluster(&self, config: &mut Config) {
+        set(&mut config.node_name, self.node_name.clone());
+        set(&mut config.cluster_name, self.cluster_name.clone());
+        set(&mut config.cluster_port, self.cluster_port);
+        if let Some(peers) = &self.cluster_peers {
+            config.cluster_peers = peers.iter().filter(|p| !p.is_empty()).cloned().collect();
+        }
+        if self.cluster_secret_file.is_some() {
+            config.cluster_secret_file = self.cluster_secret_file.clone();
+        }
     }
 
     fn log(&self, log: &mut LogConfig) {
@@ -332,6 +361,34 @@ mod tests {
         let env = [("TERN_AMQP_PORT", "6000"), ("TERN_MANAGEMENT_PORT", "6001")];
         let config = config_of(&["--amqp-port", "7000"], &env);
         assert_eq!((config.amqp_port, config.management_port), (7000, 6001));
+    }
+
+    #[test]
+    fn cluster_flags_beat_the_cluster_variables() {
+        let env = [
+            ("TERN_NODE_NAME", "env@h"),
+            ("TERN_CLUSTER_PEERS", "a:1,b:2"),
+            ("TERN_CLUSTER_SECRET_FILE", "/env/secret"),
+        ];
+        let flags = [
+            "--node-name",
+            "flag@h",
+            "--cluster-port",
+            "26000",
+            "--cluster-peers",
+            "x:1,y:2,z:3",
+            "--cluster-name",
+            "blue",
+        ];
+        let config = config_of(&flags, &env);
+        assert_eq!(config.node_name, "flag@h");
+        assert_eq!(config.cluster_port, 26000);
+        assert_eq!(config.cluster_name, "blue");
+        assert_eq!(config.cluster_peers, ["x:1", "y:2", "z:3"]);
+        assert_eq!(
+            config.cluster_secret_file,
+            Some(PathBuf::from("/env/secret"))
+        );
     }
 
     #[test]

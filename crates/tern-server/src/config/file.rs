@@ -167,6 +167,15 @@ cert_login = "san_email"
 [log]
 format = "json"
 level = "debug"
+
+[node]
+name = "rabbit@box"
+
+[cluster]
+name = "blue"
+port = 32
+peers = ["a:25672", "b:25672"]
+secret_file = "/etc/tern/secret"
 "#;
 
     /// Every field is spelled out (no `..Default`): a new field fails to compile here until
@@ -220,6 +229,11 @@ level = "debug"
                 format: LogFormat::Json,
                 level: "debug".into(),
             },
+            node_name: "rabbit@box".into(),
+            cluster_name: "blue".into(),
+            cluster_port: 32,
+            cluster_peers: vec!["a:25672".into(), "b:25672".into()],
+            cluster_secret_file: Some("/etc/tern/secret".into()),
         };
         assert_eq!(from_toml(EVERY_KEY).expect("parses"), expected);
     }

@@ -186,6 +186,23 @@ section!(
     }
 );
 
+section!(
+    /// `[node]`: this node's name.
+    Node "node" env "TERN_NODE_" {
+        name: String,
+    }
+);
+
+section!(
+    /// `[cluster]`: the other nodes and how this one proves it belongs with them.
+    Cluster "cluster" env "TERN_CLUSTER_" {
+        name: String,
+        port: u16,
+        peers: Vec<String>,
+        secret_file: PathBuf,
+    }
+);
+
 /// Every section of a source.
 macro_rules! layer {
     ($($field:ident: $ty:ident),* $(,)?) => {
@@ -219,6 +236,8 @@ layer!(
     auth: Auth,
     tls: Tls,
     log: Log,
+    node: Node,
+    cluster: Cluster,
 );
 
 /// The environment variable of a key: the section's prefix and the key in capitals.
@@ -264,7 +283,20 @@ impl Layer {
         self.tls.apply(c)?;
         set(&mut c.log.format, self.log.format);
         set(&mut c.log.level, self.log.level);
+        set(&mut c.node_name, self.node.name);
+        self.cluster.apply(c);
         Ok(())
+    }
+}
+
+impl Cluster {
+    fn apply(self, c: &mut Config) {
+        set(&mut c.cluster_name, self.name);
+        set(&mut c.cluster_port, self.port);
+        set(&mut c.cluster_peers, self.peers);
+        if let Some(file) = self.secret_file {
+            c.cluster_secret_file = Some(file);
+        }
     }
 }
 

@@ -105,7 +105,15 @@ impl LoggedServer {
     }
 
     /// Run `cmd` (a `tern server` that logs JSON) and wait until it is ready.
-    pub fn spawn(mut cmd: Command) -> LoggedServer {
+    pub fn spawn(cmd: Command) -> LoggedServer {
+        let mut server = Self::launch(cmd);
+        server.ready();
+        server
+    }
+
+    /// Run `cmd` without waiting for it ([`LoggedServer::ready`] does: clustered nodes are
+    /// ready only once their peers run too).
+    pub fn launch(mut cmd: Command) -> LoggedServer {
         let mut child = cmd
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
@@ -127,13 +135,18 @@ impl LoggedServer {
                 }
             }
         });
-        let mut server = LoggedServer {
+        LoggedServer {
             child,
             amqp_port: 0,
             management_port: 0,
             lines,
             seen: Vec::new(),
-        };
+        }
+    }
+
+    /// Wait for "tern is ready", and learn the ports from it.
+    pub fn ready(&mut self) {
+        let server = self;
         let ready = server.wait_for("tern is ready", |l| l["message"] == "tern is ready");
         let addr = ready["amqp_addr"]
             .as_str()
@@ -144,7 +157,6 @@ impl LoggedServer {
         let management = management.expect("management_addr in the ready line");
         let management: std::net::SocketAddr = management.parse().expect("an address");
         server.management_port = management.port();
-        server
     }
 
     pub fn uri(&self) -> String {
