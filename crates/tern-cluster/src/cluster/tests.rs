@@ -96,16 +96,22 @@ async fn write(members: &[&Cluster], cmd: MetaCommand) -> u64 {
     index
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_rejoins() {
+/// Three listeners on loopback, and their addresses: one peer list for three nodes.
+async fn three_listeners() -> (Vec<TcpListener>, Vec<String>) {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
     }
-    let peers: Vec<String> = listeners
+    let peers = listeners
         .iter()
         .map(|l| l.local_addr().expect("addr").to_string())
         .collect();
+    (listeners, peers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_rejoins() {
+    let (listeners, peers) = three_listeners().await;
     let disks = [SimFs::new(), SimFs::new(), SimFs::new()];
     // Started in an order that is not the names' order: the seed (n1) comes up last.
     let names = ["n3@h", "n2@h", "n1@h"];
@@ -207,14 +213,7 @@ fn the_node_record_survives_a_crash_once_saved_and_damage_is_refused() {
 
 /// Three fresh nodes formed into one cluster (names n1..n3, ids 1..3), each on its own disk.
 async fn formed() -> (Vec<Cluster>, Vec<String>) {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-    }
-    let peers: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").to_string())
-        .collect();
+    let (listeners, peers) = three_listeners().await;
     let starts = ["n1@h", "n2@h", "n3@h"]
         .into_iter()
         .zip(listeners)
@@ -274,4 +273,46 @@ async fn without_a_majority_a_change_fails_fast_with_the_reason() {
     assert!(why.contains("majority"), "{why}");
     assert!(took < wait + Duration::from_secs(2), "gave up in {took:?}");
     members[0].shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_dies_the_others_elect_one_and_go_on() {
+    let (members, _) = formed().await;
+    let first = members[0].meta().await_leader(STEP).await.expect("leader");
+    let all: Vec<&Cluster> = members.iter().collect();
+    let index = write(&all, exchange("x")).await;
+    for c in &members {
+        c.meta().await_applied(index, STEP).await.expect("applied");
+        assert!(has_exchange(c, "x"), "node {} has it", c.id());
+    }
+    let dead = members
+        .iter()
+        .find(|c| c.id() == first)
+        .expect("the leader");
+    dead.shutdown().await;
+    let living: Vec<&Cluster> = members.iter().filter(|c| c.id() != first).collect();
+    let new_leader = async {
+        loop {
+            match living[0].meta().await_leader(STEP).await {
+                Ok(l) if l != first => return l,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(STEP, new_leader)
+        .await
+        .expect("a new leader in time");
+    let outcome = living[0].write(exchange("y"), STEP).await.expect("written");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(has_exchange(living[0], "y"), "seen at once where made");
+    let index = living[0].meta().applied_index();
+    living[1]
+        .meta()
+        .await_applied(index, STEP)
+        .await
+        .expect("applied");
+    assert!(has_exchange(living[1], "x") && has_exchange(living[1], "y"));
+    for c in &living {
+        c.shutdown().await;
+    }
 }

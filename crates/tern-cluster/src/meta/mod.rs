@@ -313,6 +313,4 @@ impl MetaRaft {
 }
 
 #[cfg(test)]
-mod cluster_tests;
-#[cfg(test)]
 mod tests;
