@@ -205,7 +205,8 @@ impl MetaRaft {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// Entries this member has applied (its state is that of the log up to there).
+    /// Entries this member has applied, as its metrics last said (they may lag the state by a
+    /// moment: to wait for a change, use [`MetaRaft::await_applied`] with its index).
     pub fn applied_index(&self) -> u64 {
         let metrics = self.raft.metrics();
         let applied = metrics.borrow().last_applied;
