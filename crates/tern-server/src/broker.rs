@@ -195,6 +195,29 @@ impl Broker {
         })
     }
 
+    /// This node's name (`name@host`), as the API, `tern ctl` and Prometheus show it.
+    pub fn node_name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// The cluster's name: the configured one in a cluster; a single node's is its own name,
+    /// as RabbitMQ names a cluster after its first node.
+    pub fn cluster_name(&self) -> &str {
+        match self.store.get() {
+            Some(store) if store.is_cluster() => &self.config.cluster_name,
+            _ => &self.config.node_name,
+        }
+    }
+
+    /// Every node of the cluster (this one alone when single), sorted by name, and whether it
+    /// runs as far as this node knows.
+    pub fn cluster_nodes(&self) -> Vec<(String, bool)> {
+        match self.store.get() {
+            Some(store) => store.nodes(self.node_name()),
+            None => vec![(self.node_name().to_string(), true)],
+        }
+    }
+
     /// Whether `user` may log in from `ip`: users in `loopback_users` (guest, by default)
     /// only from loopback, as in RabbitMQ.
     pub fn loopback_allows(&self, user: &str, ip: std::net::IpAddr) -> bool {

@@ -57,6 +57,26 @@ impl MetaStore {
     pub fn is_cluster(&self) -> bool {
         matches!(self, MetaStore::Cluster(_))
     }
+
+    /// Every node of the cluster by name, sorted, and whether it runs as far as this one
+    /// knows (it does, or this node has a live link to it); a single node has only itself.
+    pub fn nodes(&self, me: &str) -> Vec<(String, bool)> {
+        let MetaStore::Cluster(cluster) = self else {
+            return vec![(me.to_string(), true)];
+        };
+        let linked = cluster.nodes().linked();
+        let mut all: Vec<(String, bool)> = cluster
+            .meta()
+            .members()
+            .into_iter()
+            .map(|(_, name)| {
+                let running = name == me || linked.contains(&name);
+                (name, running)
+            })
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 /// What a clustered node needs beyond the config: the secret, read at start.

@@ -315,6 +315,8 @@ impl Config {
             prometheus_port: 0,
             cluster_port: 0,
             data_dir: dir,
+            // One name on every machine, so tests can assert it.
+            node_name: "tern@localhost".into(),
             ..Config::default()
         }
     }

@@ -74,6 +74,40 @@ fn ctl(dir: &Path, args: &[&str]) -> Output {
         .expect("tern ctl")
 }
 
+/// `tern ctl cluster_status` through `dir`'s node: its JSON.
+fn cluster_status(dir: &Path) -> serde_json::Value {
+    let out = ctl(dir, &["--format", "json", "cluster_status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `/api/nodes` of a node: each node's name and whether it runs.
+async fn api_nodes(node: &LoggedServer) -> Vec<(String, bool)> {
+    let url = format!("http://127.0.0.1:{}/api/nodes", node.management_port);
+    let nodes: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("GET /api/nodes")
+        .json()
+        .await
+        .expect("json");
+    let all = nodes.as_array().expect("a list");
+    all.iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("").to_string(),
+                n["running"] == true,
+            )
+        })
+        .collect()
+}
+
 fn protocol_code(e: &lapin::Error) -> Option<u16> {
     match e {
         lapin::Error::ProtocolError(p) => Some(p.get_id()),
@@ -147,6 +181,20 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
         .expect_err("no queues in a cluster yet");
     assert_eq!(protocol_code(&refused), Some(540), "{refused}");
 
+    // Every node knows every node: tern ctl cluster_status and /api/nodes.
+    let names = ["n1@localhost", "n2@localhost", "n3@localhost"];
+    let status = cluster_status(&nodes[2].dir);
+    assert_eq!(status["disk_nodes"], serde_json::json!(names), "{status}");
+    assert_eq!(
+        status["running_nodes"],
+        serde_json::json!(names),
+        "{status}"
+    );
+    assert_eq!(status["cluster_name"], "tern");
+    let listed = api_nodes(&nodes[0].server).await;
+    let all_running: Vec<(String, bool)> = names.iter().map(|n| (n.to_string(), true)).collect();
+    assert_eq!(listed, all_running);
+
     // n2 and n3 stop: n1 alone has no majority, and a change fails in seconds.
     for node in &nodes[1..] {
         node.server.terminate();
@@ -167,6 +215,12 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
         .await
         .expect_err("no majority");
     assert_eq!(protocol_code(&lonely), Some(541), "{lonely}");
+    let status = cluster_status(&nodes[0].dir);
+    assert_eq!(
+        status["running_nodes"],
+        serde_json::json!(["n1@localhost"]),
+        "{status}"
+    );
     assert!(lonely.to_string().contains("majority"), "{lonely}");
     assert!(
         started.elapsed() < Duration::from_secs(15),

@@ -213,6 +213,14 @@ impl MetaRaft {
         applied.map_or(0, |id| id.index)
     }
 
+    /// Every member of the group (voters and learners), by id, with its node name.
+    pub fn members(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let nodes = metrics.membership_config.membership().nodes();
+        nodes.map(|(id, n)| (*id, n.addr.clone())).collect()
+    }
+
     /// The node name of member `id`, as the membership records it.
     pub fn member_name(&self, id: NodeId) -> Option<String> {
         let metrics = self.raft.metrics();

@@ -242,14 +242,16 @@ async fn objects_of(broker: &Arc<Broker>, vhost: &VhostName, command: &str) -> V
             let infos = broker.connection_infos();
             infos
                 .iter()
-                .map(|c| connections::connection_json(c))
+                .map(|c| connections::connection_json(c, broker.node_name()))
                 .collect()
         }
-        "list_channels" => channels::channels_of(&broker.describe_connections().await),
+        "list_channels" => {
+            channels::channels_of(&broker.describe_connections().await, broker.node_name())
+        }
         _ => {
             let mut conns = broker.describe_connections().await;
             conns.retain(|(c, _)| c.vhost == vhost.as_str());
-            channels::consumers_of(&conns)
+            channels::consumers_of(&conns, broker.node_name())
         }
     }
 }

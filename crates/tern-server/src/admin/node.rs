@@ -1,4 +1,4 @@
-//! `status`, `purge_queue`, `delete_queue`, `close_connection`, `export_definitions`,
+//! `status`, `cluster_status`, `purge_queue`, `delete_queue`, `close_connection`, `export_definitions`,
 //! `import_definitions`: rabbitmqctl's names, the management API's code underneath.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tern_core::names::{QueueName, VhostName};
 use super::commands::{usage, Outcome};
 use super::AdminReply;
 use crate::broker::{no_queue, Broker};
-use crate::management::{definitions, health, objects, ApiError, NODE};
+use crate::management::{definitions, health, objects, ApiError};
 
 /// Run one of this module's commands.
 pub async fn execute(
@@ -22,12 +22,14 @@ pub async fn execute(
 ) -> Outcome {
     match (command, args) {
         ("status", []) => Ok(status(broker).await),
+        ("cluster_status", []) => Ok(cluster_status(broker)),
         ("purge_queue", [name]) => purge(broker, vhost, name).await,
         ("delete_queue", [name, flags @ ..]) => delete(broker, vhost, name, flags).await,
         ("close_connection", [name, explanation]) => close(broker, name, explanation),
         ("export_definitions", _) => {
             let mut reply = AdminReply::done("Exporting definitions in JSON ...");
-            reply.body = Some(broker.with_meta(definitions::export));
+            let cluster = broker.cluster_name();
+            reply.body = Some(broker.with_meta(|m| definitions::export(m, cluster)));
             Ok(reply)
         }
         ("import_definitions", _) => import(broker, body).await,
@@ -106,12 +108,34 @@ async fn import(broker: &Arc<Broker>, body: Option<Value>) -> Outcome {
     Ok(reply)
 }
 
+/// rabbitmqctl's cluster_status: every node and whether it runs, as rows; in `body` as its JSON
+/// (`cluster_name`, `disk_nodes`, `running_nodes`).
+fn cluster_status(broker: &Broker) -> AdminReply {
+    let nodes = broker.cluster_nodes();
+    let rows = nodes
+        .iter()
+        .map(|(name, running)| vec![name.clone(), "disc".into(), running.to_string()])
+        .collect();
+    let mut reply = AdminReply::table(
+        format!("Cluster status of node {} ...", broker.node_name()),
+        &["node", "type", "running"],
+        rows,
+    );
+    let running: Vec<&str> = nodes.iter().filter(|n| n.1).map(|n| n.0.as_str()).collect();
+    reply.body = Some(json!({
+        "cluster_name": broker.cluster_name(),
+        "disk_nodes": nodes.iter().map(|n| n.0.as_str()).collect::<Vec<_>>(),
+        "running_nodes": running,
+    }));
+    reply
+}
+
 /// The node at a glance: the whole as JSON in `body`, and as key / value rows.
 async fn status(broker: &Arc<Broker>) -> AdminReply {
     let status = status_json(broker).await;
     let rows = status_rows(&status);
     let mut reply = AdminReply::table(
-        format!("Status of node {NODE} ..."),
+        format!("Status of node {} ...", broker.node_name()),
         &["key", "value"],
         rows,
     );
@@ -124,7 +148,7 @@ async fn status_json(b: &Arc<Broker>) -> Value {
     let version = env!("CARGO_PKG_VERSION");
     let data_dir = &b.config.data_dir;
     json!({
-        "node": NODE,
+        "node": b.node_name(),
         "product_name": "Tern",
         "product_version": version,
         "uptime_seconds": b.started.elapsed().as_secs(),

@@ -56,8 +56,8 @@ impl<S: ClientStream> Handshake<'_, S> {
     pub async fn run(mut self) -> Result<Negotiated, ConnError> {
         self.protocol_header().await?;
         let external = self.cert_user.is_some();
-        self.send(&Method::ConnectionStart(server_start(external)))
-            .await?;
+        let start = server_start(external, self.broker.cluster_name());
+        self.send(&Method::ConnectionStart(start)).await?;
         let start_ok = match self.expect_method().await? {
             Method::ConnectionStartOk(m) => m,
             other => return Err(unexpected(&other)),
@@ -307,7 +307,7 @@ fn auth_failure(text: String, caps: ClientCaps) -> ConnError {
 /// connection.start with RabbitMQ's server properties and capabilities.
 /// `external`: the client presented a TLS certificate, so EXTERNAL is offered too (RabbitMQ's
 /// rabbit_auth_mechanism_ssl offers itself only then).
-fn server_start(external: bool) -> ConnectionStart {
+fn server_start(external: bool, cluster_name: &str) -> ConnectionStart {
     let mut caps = FieldTable::new();
     for cap in [
         "publisher_confirms",
@@ -325,7 +325,7 @@ fn server_start(external: bool) -> ConnectionStart {
     let text = |s: &str| FieldValue::LongStr(Bytes::copy_from_slice(s.as_bytes()));
     let mut props = FieldTable::new();
     props.insert("capabilities", FieldValue::Table(caps));
-    props.insert("cluster_name", text("tern@localhost"));
+    props.insert("cluster_name", text(cluster_name));
     props.insert("copyright", text("Copyright (c) the Tern authors"));
     props.insert("information", text("Licensed under the Apache License 2.0"));
     props.insert("platform", text("Rust"));

@@ -162,10 +162,10 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn vhost_json(name: &VhostName) -> Value {
+fn vhost_json(name: &VhostName, node: &str) -> Value {
     json!({"name": name.as_str(), "description": "", "tags": [], "tracing": false,
            "default_queue_type": "classic", "metadata": {"description": "", "tags": []},
-           "cluster_state": {super::NODE: "running"}})
+           "cluster_state": {node: "running"}})
 }
 
 pub async fn list_vhosts(
@@ -173,7 +173,12 @@ pub async fn list_vhosts(
     State(b): Shared,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let seen = caller.vhosts(&b, None)?.iter().map(vhost_json).collect();
+    let node = b.node_name();
+    let seen = caller
+        .vhosts(&b, None)?
+        .iter()
+        .map(|v| vhost_json(v, node))
+        .collect();
     Ok(Json(page(&q, seen)?))
 }
 
@@ -185,7 +190,7 @@ pub async fn get_vhost(
     let vhosts = caller.vhosts(&b, Some(&name))?;
     vhosts
         .first()
-        .map(|v| Json(vhost_json(v)))
+        .map(|v| Json(vhost_json(v, b.node_name())))
         .ok_or_else(ApiError::not_found)
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::objects::table_json;
 use super::pages::{page, ListQuery};
-use super::{ApiError, ApiResult, NODE};
+use super::{ApiError, ApiResult};
 use crate::broker::{Broker, ConnInfo};
 use crate::connection::{ChannelDetail, ConnDetail, ConsumerDetail};
 
@@ -23,9 +23,9 @@ pub(crate) fn channel_name(c: &ConnInfo, number: u16) -> String {
     format!("{} ({number})", c.name)
 }
 
-fn channel_json(c: &ConnInfo, ch: &ChannelDetail) -> Value {
+fn channel_json(c: &ConnInfo, ch: &ChannelDetail, node: &str) -> Value {
     json!({
-        "name": channel_name(c, ch.number), "number": ch.number, "node": NODE,
+        "name": channel_name(c, ch.number), "number": ch.number, "node": node,
         "vhost": c.vhost, "user": c.user, "user_who_performed_action": c.user,
         "state": "running",
         "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(),
@@ -40,14 +40,14 @@ fn channel_json(c: &ConnInfo, ch: &ChannelDetail) -> Value {
     })
 }
 
-fn consumer_json(c: &ConnInfo, k: &ConsumerDetail) -> Value {
+fn consumer_json(c: &ConnInfo, k: &ConsumerDetail, node: &str) -> Value {
     json!({
         "consumer_tag": k.tag, "exclusive": k.exclusive, "ack_required": k.ack_required,
         "prefetch_count": k.prefetch_count, "arguments": table_json(&k.arguments),
         "active": true, "activity_status": "up",
         "queue": {"name": k.queue.as_str(), "vhost": c.vhost},
         "channel_details": {"name": channel_name(c, k.channel), "number": k.channel,
-                            "node": NODE, "connection_name": c.name, "user": c.user,
+                            "node": node, "connection_name": c.name, "user": c.user,
                             "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
     })
 }
@@ -64,17 +64,17 @@ async fn visible(
     all
 }
 
-pub(crate) fn channels_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
+pub(crate) fn channels_of(conns: &[(Arc<ConnInfo>, ConnDetail)], node: &str) -> Vec<Value> {
     let each = conns
         .iter()
-        .flat_map(|(c, d)| d.channels.iter().map(move |ch| channel_json(c, ch)));
+        .flat_map(|(c, d)| d.channels.iter().map(move |ch| channel_json(c, ch, node)));
     each.collect()
 }
 
-pub(crate) fn consumers_of(conns: &[(Arc<ConnInfo>, ConnDetail)]) -> Vec<Value> {
+pub(crate) fn consumers_of(conns: &[(Arc<ConnInfo>, ConnDetail)], node: &str) -> Vec<Value> {
     let each = conns
         .iter()
-        .flat_map(|(c, d)| d.consumers.iter().map(move |k| consumer_json(c, k)));
+        .flat_map(|(c, d)| d.consumers.iter().map(move |k| consumer_json(c, k, node)));
     each.collect()
 }
 
@@ -85,7 +85,7 @@ pub(crate) async fn queue_consumers(
     vhost: &str,
     queue: &str,
 ) -> Vec<Value> {
-    let mut all = consumers_of(&visible(caller, b, Some(vhost)).await);
+    let mut all = consumers_of(&visible(caller, b, Some(vhost)).await, b.node_name());
     all.retain(|k| k["queue"]["name"] == queue);
     all
 }
@@ -97,7 +97,7 @@ pub async fn list_channels(
 ) -> ApiResult<Json<Value>> {
     Ok(Json(page(
         &q,
-        channels_of(&visible(&caller, &b, None).await),
+        channels_of(&visible(&caller, &b, None).await, b.node_name()),
     )?))
 }
 
@@ -108,6 +108,7 @@ pub async fn vhost_channels(
 ) -> Json<Value> {
     Json(Value::Array(channels_of(
         &visible(&caller, &b, Some(&v)).await,
+        b.node_name(),
     )))
 }
 
@@ -121,7 +122,7 @@ pub async fn connection_channels(
     if conns.is_empty() {
         return Err(ApiError::not_found());
     }
-    Ok(Json(Value::Array(channels_of(&conns))))
+    Ok(Json(Value::Array(channels_of(&conns, b.node_name()))))
 }
 
 pub async fn get_channel(
@@ -129,7 +130,7 @@ pub async fn get_channel(
     State(b): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let all = channels_of(&visible(&caller, &b, None).await);
+    let all = channels_of(&visible(&caller, &b, None).await, b.node_name());
     let found = all.into_iter().find(|ch| ch["name"] == name.as_str());
     found.map(Json).ok_or_else(ApiError::not_found)
 }
@@ -141,7 +142,7 @@ pub async fn list_consumers(
 ) -> ApiResult<Json<Value>> {
     Ok(Json(page(
         &q,
-        consumers_of(&visible(&caller, &b, None).await),
+        consumers_of(&visible(&caller, &b, None).await, b.node_name()),
     )?))
 }
 
@@ -153,5 +154,6 @@ pub async fn vhost_consumers(
     caller.vhosts(&b, Some(&v))?;
     Ok(Json(Value::Array(consumers_of(
         &visible(&caller, &b, Some(&v)).await,
+        b.node_name(),
     ))))
 }

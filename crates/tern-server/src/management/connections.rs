@@ -14,16 +14,15 @@ use tern_amqp::{FieldValue, ReplyCode};
 use super::auth::Caller;
 use super::objects::table_json;
 use super::pages::{page, ListQuery};
-use super::NODE;
 use super::{merged, ApiError, ApiResult};
 use crate::broker::{Broker, ConnInfo};
 use crate::tls::TlsSession;
 
 type Shared = State<Arc<Broker>>;
 
-pub(crate) fn connection_json(c: &ConnInfo) -> Value {
+pub(crate) fn connection_json(c: &ConnInfo, node: &str) -> Value {
     let plain = json!({
-        "name": c.name, "node": NODE, "vhost": c.vhost, "user": c.user,
+        "name": c.name, "node": node, "vhost": c.vhost, "user": c.user,
         "state": "running", "type": "network", "protocol": "AMQP 0-9-1",
         "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
         "host": c.local.ip().to_string(), "port": c.local.port(),
@@ -67,7 +66,7 @@ fn visible(caller: &Caller, b: &Broker, vhost: Option<&str>) -> Vec<Value> {
         .iter()
         .filter(|c| caller.sees_all() || c.user == caller.name)
         .filter(|c| vhost.is_none_or(|v| c.vhost == v))
-        .map(|c| connection_json(c))
+        .map(|c| connection_json(c, b.node_name()))
         .collect()
 }
 

@@ -28,7 +28,7 @@ use crate::broker::Broker;
 type Shared = State<Arc<Broker>>;
 
 /// The whole of the definitions (the admin socket's `export_definitions` too).
-pub(crate) fn export(m: &Metadata) -> Value {
+pub(crate) fn export(m: &Metadata, cluster_name: &str) -> Value {
     let a = m.access();
     let vhosts: Vec<VhostName> = m.vhosts().cloned().collect();
     let mut exchanges = Vec::new();
@@ -58,7 +58,7 @@ pub(crate) fn export(m: &Metadata) -> Value {
         "topic_permissions": a.topic_permissions().map(|(v, u, t)| topic_json(v, u, t))
             .collect::<Vec<_>>(),
         "parameters": [], "policies": [],
-        "global_parameters": [{"name": "cluster_name", "value": super::NODE}],
+        "global_parameters": [{"name": "cluster_name", "value": cluster_name}],
         "queues": queues, "exchanges": exchanges, "bindings": bindings,
     })
 }
@@ -74,7 +74,8 @@ fn binding_export(v: &VhostName, b: &Binding) -> Value {
 
 pub async fn get_definitions(caller: Caller, State(b): Shared) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(b.with_meta(export)))
+    let cluster = b.cluster_name();
+    Ok(Json(b.with_meta(|m| export(m, cluster))))
 }
 
 fn list<'a>(defs: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> + 'a {

@@ -5,7 +5,6 @@
 use serde_json::{json, Value};
 use tern_core::routing::ExchangeKind;
 
-use super::NODE;
 use crate::broker::Broker;
 use crate::metrics::Counter;
 
@@ -54,7 +53,7 @@ pub fn contexts(b: &Broker) -> Value {
         .into_iter()
         .filter(|(p, _)| *p == "http" || *p == "https");
     let each = http.map(|(protocol, addr)| {
-        json!({"description": "Tern management", "path": "/", "node": NODE,
+        json!({"description": "Tern management", "path": "/", "node": b.node_name(),
                "port": addr.port().to_string(), "ssl": protocol == "https"})
     });
     Value::Array(each.collect())

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::facts;
-use super::NODE;
 use crate::broker::Broker;
 
 pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
@@ -27,12 +26,12 @@ pub async fn overview(_: Caller, State(b): Shared) -> Json<Value> {
         "erlang_full_version": "none (Tern is written in Rust)",
         "statistics_db_event_queue": 0,
         "churn_rates": facts::churn(&b),
-        "cluster_name": NODE,
+        "cluster_name": b.cluster_name(),
         "exchange_types": facts::exchange_types(),
         "contexts": facts::contexts(&b),
         // Rates are kept for the node only, over the last 5 s; nothing is switched off.
         "rates_mode": "basic", "disable_stats": false, "enable_queue_totals": true,
-        "node": NODE,
+        "node": b.node_name(),
         "message_stats": message_stats(&b),
         "queue_totals": queue_totals,
         "object_totals": object_totals,
@@ -80,7 +79,7 @@ fn message_stats(b: &Broker) -> Value {
 
 pub(crate) fn listeners(b: &Broker) -> Value {
     let each = b.listeners().into_iter().map(|(protocol, addr)| {
-        json!({"node": NODE, "protocol": protocol, "port": addr.port(),
+        json!({"node": b.node_name(), "protocol": protocol, "port": addr.port(),
                "ip_address": addr.ip().to_string()})
     });
     Value::Array(each.collect())
@@ -111,10 +110,10 @@ pub(crate) fn alarms_in_effect(b: &Broker) -> Vec<Value> {
     let state = *b.alarms.subscribe().borrow();
     let mut alarms = Vec::new();
     if state.disk {
-        alarms.push(json!({"node": NODE, "resource": "disk_free_limit"}));
+        alarms.push(json!({"node": b.node_name(), "resource": "disk_free_limit"}));
     }
     if state.memory {
-        alarms.push(json!({"node": NODE, "resource": "memory"}));
+        alarms.push(json!({"node": b.node_name(), "resource": "memory"}));
     }
     alarms
 }
@@ -144,7 +143,7 @@ async fn node_json(b: &Broker) -> Value {
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fds = facts::file_descriptors();
     let node = json!({
-        "name": NODE, "type": "disc", "running": true, "being_drained": false,
+        "name": b.node_name(), "type": "disc", "running": true, "being_drained": false,
         "uptime": b.started.elapsed().as_millis() as u64,
         "os_pid": std::process::id().to_string(), "processors": processors,
         "mem_used": os.resident_bytes.unwrap_or(0), "mem_limit": b.alarms.memory_high_watermark(),
@@ -162,15 +161,33 @@ async fn node_json(b: &Broker) -> Value {
     super::merged(node, facts::churn(b))
 }
 
+/// Every node of the cluster: this one in full, the others as far as this one knows them
+/// (RabbitMQ too shows little more than `running` for a node it cannot reach).
 pub async fn nodes(_: Caller, State(b): Shared) -> Json<Value> {
-    Json(json!([node_json(&b).await]))
+    let mut all = Vec::new();
+    for (name, running) in b.cluster_nodes() {
+        all.push(peer_json(&b, &name, running).await);
+    }
+    Json(Value::Array(all))
 }
 
 pub async fn node(_: Caller, State(b): Shared, Path(name): Path<String>) -> Response {
-    if name != NODE {
+    let Some((_, running)) = b.cluster_nodes().into_iter().find(|(n, _)| *n == name) else {
         return super::ApiError::not_found().into_response();
+    };
+    Json(peer_json(&b, &name, running).await).into_response()
+}
+
+async fn peer_json(b: &Broker, name: &str, running: bool) -> Value {
+    if name == b.node_name() {
+        return node_json(b).await;
     }
-    Json(node_json(&b).await).into_response()
+    json!({"name": name, "type": "disc", "running": running, "being_drained": false})
+}
+
+/// `/api/cluster-name`: the cluster's name (set by configuration, not through the API).
+pub async fn cluster_name(_: Caller, State(b): Shared) -> Json<Value> {
+    Json(json!({"name": b.cluster_name()}))
 }
 
 /// No quorum queues yet: losing this node never costs one its majority.

@@ -48,9 +48,6 @@ use tern_core::meta::{MetaCommand, MetaOutcome};
 use crate::broker::Broker;
 use crate::http;
 
-/// The node's name as the API reports it (RabbitMQ's `rabbit@host`).
-pub const NODE: &str = "tern@localhost";
-
 /// An error as RabbitMQ's API answers it: a status and `{"error": ..., "reason": ...}`.
 pub struct ApiError {
     status: StatusCode,
@@ -274,6 +271,7 @@ fn router(broker: Arc<Broker>) -> Router {
             get(health::quorum_critical),
         )
         .route("/api/nodes", get(health::nodes))
+        .route("/api/cluster-name", get(health::cluster_name))
         .route("/api/nodes/{name}", get(health::node))
         .route(
             "/api/health/checks/port-listener/{port}",

@@ -15,7 +15,6 @@ use tern_core::routing::ExchangeKind;
 
 use super::auth::Caller;
 use super::pages::{page, ListQuery};
-use super::NODE;
 use super::{apply, created_or_updated, merged, ApiError, ApiResult};
 use crate::broker::Broker;
 use crate::queue_actor::{QueueCmd, QueueStats};
@@ -212,7 +211,7 @@ pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> V
     let definition = json!({"name": q.name.as_str(), "vhost": vhost.as_str(),
            "durable": q.durable, "auto_delete": q.auto_delete,
            "exclusive": q.exclusive_owner.is_some(), "arguments": table_json(&q.arguments),
-           "node": NODE, "state": "running", "type": "classic",
+           "node": b.node_name(), "state": "running", "type": "classic",
            "consumers": stats.consumers,
            // Tern has no policies (yet) and no mirrors: RabbitMQ's answers for that.
            "policy": null, "operator_policy": null, "effective_policy_definition": {},

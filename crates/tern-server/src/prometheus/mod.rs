@@ -33,9 +33,6 @@ use text::{Exposition, Kind, CONTENT_TYPE};
 /// (a long disk read, say) is left out of that scrape.
 const QUEUE_STATS_WAIT: Duration = Duration::from_secs(2);
 
-/// The node and cluster name, as the management API gives them.
-const NODE_NAME: &str = "tern@localhost";
-
 /// Serve `/metrics` on `prometheus_port`, and over HTTPS on `prometheus_tls_port` with
 /// `https` when both are given, until `stopped`; the plain listener's address.
 pub async fn spawn(
@@ -71,7 +68,7 @@ async fn render(broker: &Broker) -> String {
     object_totals(&mut x, broker, queue_count, &queues);
     per_queue(&mut x, &queues);
     resources(&mut x, broker, &node);
-    identity(&mut x);
+    identity(&mut x, broker);
     x.finish()
 }
 
@@ -225,7 +222,7 @@ fn resources(x: &mut Exposition, broker: &Broker, node: &crate::alarms::NodeReso
 }
 
 /// RabbitMQ's dashboards join every series on `rabbitmq_identity_info` (node and cluster).
-fn identity(x: &mut Exposition) {
+fn identity(x: &mut Exposition, broker: &Broker) {
     let version = env!("CARGO_PKG_VERSION");
     x.family(
         "rabbitmq_build_info",
@@ -248,8 +245,8 @@ fn identity(x: &mut Exposition) {
     );
     x.sample(
         &[
-            ("rabbitmq_node", NODE_NAME),
-            ("rabbitmq_cluster", NODE_NAME),
+            ("rabbitmq_node", broker.node_name()),
+            ("rabbitmq_cluster", broker.cluster_name()),
             ("rabbitmq_endpoint", "per-object"),
         ],
         1,
