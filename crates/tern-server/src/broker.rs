@@ -200,11 +200,14 @@ impl Broker {
         &self.config.node_name
     }
 
-    /// The cluster's name: the configured one in a cluster; a single node's is its own name,
-    /// as RabbitMQ names a cluster after its first node.
+    /// The cluster's name: `cluster_name` when set; else `tern` in a cluster, and a single
+    /// node's own name, as RabbitMQ names a cluster after its first node.
     pub fn cluster_name(&self) -> &str {
+        if let Some(name) = &self.config.cluster_name {
+            return name;
+        }
         match self.store.get() {
-            Some(store) if store.is_cluster() => &self.config.cluster_name,
+            Some(store) if store.is_cluster() => clustering::CLUSTER_NAME,
             _ => &self.config.node_name,
         }
     }

@@ -79,6 +79,9 @@ impl MetaStore {
     }
 }
 
+/// A cluster's name when `cluster_name` is not set.
+pub const CLUSTER_NAME: &str = "tern";
+
 /// What a clustered node needs beyond the config: the secret, read at start.
 pub struct Settings {
     secret: Secret,
@@ -118,7 +121,10 @@ pub async fn open(
     let listen = listener.local_addr()?;
     tracing::info!(%listen, node = %config.node_name, peers = ?config.cluster_peers, "cluster listener started");
     let identity = Identity {
-        cluster_name: config.cluster_name.clone(),
+        cluster_name: config
+            .cluster_name
+            .clone()
+            .unwrap_or_else(|| CLUSTER_NAME.into()),
         node_name: config.node_name.clone(),
         listen: listen.to_string(),
     };

@@ -104,8 +104,10 @@ pub struct Config {
     /// This node's name, `name@host` as RabbitMQ names nodes (default `tern@` and the host
     /// name). A clustered node keeps it in its data directory and must keep using it.
     pub node_name: String,
-    /// The cluster this node belongs to: nodes that name another are refused.
-    pub cluster_name: String,
+    /// The cluster's name: nodes that name another are refused. Unset, a cluster is called
+    /// `tern` and a single node's is its own node name (RabbitMQ names a cluster after its
+    /// first node).
+    pub cluster_name: Option<String>,
     /// The port other nodes reach this one on (RabbitMQ's inter-node port: 25672).
     pub cluster_port: u16,
     /// The nodes of the cluster (`host:port` of their cluster ports; this node's own may be
@@ -157,7 +159,7 @@ impl Default for Config {
             tls: None,
             log: LogConfig::default(),
             node_name: format!("tern@{}", host_name()),
-            cluster_name: "tern".into(),
+            cluster_name: None,
             cluster_port: 25672,
             cluster_peers: Vec::new(),
             cluster_secret_file: None,

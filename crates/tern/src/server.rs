@@ -200,7 +200,9 @@ impl ServerArgs {
 
     fn cluster(&self, config: &mut Config) {
         set(&mut config.node_name, self.node_name.clone());
-        set(&mut config.cluster_name, self.cluster_name.clone());
+        if self.cluster_name.is_some() {
+            config.cluster_name = self.cluster_name.clone();
+        }
         set(&mut config.cluster_port, self.cluster_port);
         if let Some(peers) = &self.cluster_peers {
             config.cluster_peers = peers.iter().filter(|p| !p.is_empty()).cloned().collect();
@@ -383,7 +385,7 @@ mod tests {
         let config = config_of(&flags, &env);
         assert_eq!(config.node_name, "flag@h");
         assert_eq!(config.cluster_port, 26000);
-        assert_eq!(config.cluster_name, "blue");
+        assert_eq!(config.cluster_name.as_deref(), Some("blue"));
         assert_eq!(config.cluster_peers, ["x:1", "y:2", "z:3"]);
         assert_eq!(
             config.cluster_secret_file,

@@ -230,7 +230,7 @@ secret_file = "/etc/tern/secret"
                 level: "debug".into(),
             },
             node_name: "rabbit@box".into(),
-            cluster_name: "blue".into(),
+            cluster_name: Some("blue".into()),
             cluster_port: 32,
             cluster_peers: vec!["a:25672".into(), "b:25672".into()],
             cluster_secret_file: Some("/etc/tern/secret".into()),

@@ -291,7 +291,9 @@ impl Layer {
 
 impl Cluster {
     fn apply(self, c: &mut Config) {
-        set(&mut c.cluster_name, self.name);
+        if let Some(name) = self.name {
+            c.cluster_name = Some(name);
+        }
         set(&mut c.cluster_port, self.port);
         set(&mut c.cluster_peers, self.peers);
         if let Some(file) = self.secret_file {
