@@ -123,29 +123,31 @@ impl Cluster {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.meta.leader() {
-                Some(id) if id == self.id => self.write_here(&cmd, left).await,
+                Some(id) if id == self.id => self.write_here(&cmd, left, timeout).await,
                 Some(id) => self.forward(id, forward.clone(), left).await,
                 None => Err(MetaError::NotLeader),
             };
             match attempt {
-                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                Err(MetaError::NotLeader) if Instant::now() < deadline => {
                     let _ = self.meta.await_leader(Duration::from_millis(50)).await;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err(e) if e.is_unavailable() => return Err(unavailable(timeout)),
+                Err(MetaError::NotLeader) => return Err(unavailable(timeout)),
                 other => return other,
             }
         }
     }
 
+    /// Write as the leader within `left` (of the `timeout` the caller gave).
     async fn write_here(
         &self,
         cmd: &MetaCommand,
         left: Duration,
+        timeout: Duration,
     ) -> Result<Result<MetaOutcome, AmqpError>, MetaError> {
         match tokio::time::timeout(left, self.meta.write(cmd.clone())).await {
             Ok(written) => written,
-            Err(_) => Err(unavailable(left)),
+            Err(_) => Err(unavailable(timeout)),
         }
     }
 
@@ -163,11 +165,14 @@ impl Cluster {
             Err(CallError::Failed(_, why)) if why == NOT_LEADER => {
                 return Err(MetaError::NotLeader)
             }
-            Err(CallError::Failed(_, why)) => return Err(MetaError::Raft(why)),
+            Err(CallError::Failed(_, why)) => return Err(remote(&name, &why)),
             Err(_) => return Err(MetaError::NotLeader),
         };
-        let (index, outcome) = decode_written(answer).map_err(MetaError::Raft)?;
-        self.meta.await_applied(index, left).await?;
+        let (index, outcome) = decode_written(answer).map_err(|e| remote(&name, &e))?;
+        if let Err(e) = self.meta.await_applied(index, left).await {
+            let why = format!("committed, but not applied here in time: {e}");
+            return Err(MetaError::Unavailable(why));
+        }
         Ok(outcome)
     }
 
@@ -321,6 +326,14 @@ const FORWARDED_WRITE_WAIT: Duration = Duration::from_secs(30);
 
 /// What a member that does not lead answers a forwarded write.
 const NOT_LEADER: &str = "not the metadata leader";
+
+/// The leader could not write a forwarded change: the cluster's trouble, not this node's
+/// storage (which a `MetaError::Raft` would mean to the broker, and stop the node).
+fn remote(leader: &str, why: &str) -> MetaError {
+    MetaError::Unavailable(format!(
+        "the metadata leader {leader} could not write the change: {why}"
+    ))
+}
 
 fn unavailable(waited: Duration) -> MetaError {
     MetaError::Unavailable(format!(
