@@ -75,11 +75,8 @@ impl QueueActor {
     pub(super) fn publish(&mut self, messages: Vec<Arc<Message>>, confirm: Option<ConfirmRequest>) {
         for m in messages {
             if self.failed {
-                // Refused (or its store failed on an earlier message of this batch).
-                if let Some(c) = confirm {
-                    c.answer(false);
-                }
-                return;
+                // Refused, or its store failed on an earlier message of this batch.
+                break;
             }
             if self.memory_full() && self.paging_store() {
                 let id = self.state.push_paged(m.size_bytes() as u64);
