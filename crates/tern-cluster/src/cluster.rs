@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     /// Peer addresses (`host:port`); may include this node's own.
     pub peers: Vec<String>,
     pub timing: Timing,
+    /// Who serves `Service::Queue` (the broker's queues); `None` refuses such calls.
+    pub queues: Option<Arc<dyn Handler>>,
 }
 
 /// A request between nodes about the cluster itself (the body of a `Service::Control` call).
@@ -71,6 +73,7 @@ impl Cluster {
         let calls = Arc::new(ClusterCalls {
             meta: OnceLock::new(),
             forms: forms_tx,
+            queues: config.queues.clone(),
         });
         let me = config.nodes.identity.node_name.clone();
         let nodes = Nodes::start(config.nodes, Arc::new(calls.clone()), listener);
@@ -298,15 +301,22 @@ impl Starter {
 struct ClusterCalls {
     meta: OnceLock<Arc<MetaRaft>>,
     forms: mpsc::Sender<FormRequest>,
+    queues: Option<Arc<dyn Handler>>,
 }
 
 impl Handler for Arc<ClusterCalls> {
     fn call(
         &self,
-        _from: &Peer,
+        from: &Peer,
         service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+        if service == Service::Queue {
+            return match &self.queues {
+                Some(queues) => queues.call(from, service, body),
+                None => Box::pin(async { Err("this node serves no queues".into()) }),
+            };
+        }
         let this = self.clone();
         Box::pin(async move {
             match service {
@@ -316,8 +326,15 @@ impl Handler for Arc<ClusterCalls> {
                 },
                 Service::Raft { group } => Err(format!("no Raft group {group} on this node")),
                 Service::Control => this.control(body).await,
+                Service::Queue => Err("this node serves no queues".into()),
             }
         })
+    }
+
+    fn cast(&self, from: &Peer, service: Service, body: Bytes) {
+        if let (Service::Queue, Some(queues)) = (service, &self.queues) {
+            queues.cast(from, service, body);
+        }
     }
 }
 

@@ -11,10 +11,13 @@
 //!   bounded send queue.
 //! - [`nodes`]: every link of a node: the cluster listener, a dialer per peer address that
 //!   reconnects with backoff, one link per peer.
+//! - [`queue_ops`]: what nodes send each other about queues: operations for a queue's home
+//!   node, and the deliveries and confirms it sends back.
 
 pub mod cluster;
 pub mod handshake;
 pub mod link;
 pub mod meta;
 pub mod nodes;
+pub mod queue_ops;
 pub mod wire;

@@ -54,6 +54,10 @@ impl Default for LinkLimits {
 pub type Answer = Result<Bytes, String>;
 
 /// What a node answers the calls its peers make.
+///
+/// The reader calls [`Handler::call`] and [`Handler::cast`] in the order the frames came in,
+/// one at a time: what they do before returning (not the returned future) happens in the
+/// peer's order. They must not block: the reader also reads the replies and heartbeats.
 pub trait Handler: Send + Sync + 'static {
     fn call(
         &self,
@@ -61,6 +65,11 @@ pub trait Handler: Send + Sync + 'static {
         service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    /// A one-way message; a service that takes none drops it.
+    fn cast(&self, from: &Peer, service: Service, body: Bytes) {
+        let _ = (from, service, body);
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -99,7 +108,7 @@ struct Shared {
     out: mpsc::Sender<Message>,
     next_id: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     /// Set to true once the link has ended.
     down: watch::Sender<bool>,
 }
@@ -124,7 +133,7 @@ impl Link {
             out,
             next_id: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
-            in_flight: Semaphore::new(limits.calls_in_flight.max(1)),
+            in_flight: Arc::new(Semaphore::new(limits.calls_in_flight.max(1))),
             down: watch::Sender::new(false),
         });
         let link = Link(shared.clone());
@@ -151,6 +160,11 @@ impl Link {
         self.0.down.send_replace(true);
     }
 
+    /// Whether `other` is this same link (not a later one to the same peer).
+    pub fn same(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Call `service` on the peer and wait for its answer, at most `timeout` (waiting for room
     /// in the send queue included).
     pub async fn call(
@@ -160,47 +174,89 @@ impl Link {
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
         let name = &self.0.peer.node_name;
-        match tokio::time::timeout(timeout, self.call_inner(service, body)).await {
+        let call = async { self.begin_call(service, body).await?.answer().await };
+        match tokio::time::timeout(timeout, call).await {
             Ok(answer) => answer,
             Err(_) => Err(CallError::Timeout(name.clone(), timeout)),
         }
     }
 
-    async fn call_inner(&self, service: Service, body: Bytes) -> Result<Bytes, CallError> {
+    /// Send a call and return once it is in the send queue (so calls begun one after the
+    /// other reach the peer in that order); its answer comes through the [`PendingCall`].
+    /// Waits for a slot among the calls in flight and for room in the send queue.
+    pub async fn begin_call(
+        &self,
+        service: Service,
+        body: Bytes,
+    ) -> Result<PendingCall, CallError> {
         let shared = &self.0;
-        let down = || CallError::LinkDown(shared.peer.node_name.clone());
-        let _slot = shared.in_flight.acquire().await.map_err(|_| down())?;
+        let slot = shared.in_flight.clone().acquire_owned().await;
+        let slot = slot.map_err(|_| shared.link_down())?;
         if self.is_down() {
-            return Err(down());
+            return Err(shared.link_down());
         }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let _waiting = Waiting::register(shared, id, tx);
+        let waiting = Waiting::register(shared.clone(), id, tx);
         let call = Message::Call { id, service, body };
-        shared.out.send(call).await.map_err(|_| down())?;
-        match rx.await {
+        shared
+            .out
+            .send(call)
+            .await
+            .map_err(|_| shared.link_down())?;
+        Ok(PendingCall {
+            rx,
+            _waiting: waiting,
+            _slot: slot,
+        })
+    }
+
+    /// Send a one-way message, once there is room in the send queue.
+    pub async fn cast(&self, service: Service, body: Bytes) -> Result<(), CallError> {
+        let shared = &self.0;
+        if self.is_down() {
+            return Err(shared.link_down());
+        }
+        let cast = Message::Cast { service, body };
+        shared.out.send(cast).await.map_err(|_| shared.link_down())
+    }
+}
+
+/// A call sent and not yet answered; it keeps its slot among the calls in flight until then.
+/// Dropping it gives up on the answer.
+pub struct PendingCall {
+    rx: oneshot::Receiver<Answer>,
+    _waiting: Waiting,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PendingCall {
+    /// The answer: the service's body, its refusal, or the link going down first.
+    pub async fn answer(self) -> Result<Bytes, CallError> {
+        let shared = self._waiting.shared.clone();
+        match self.rx.await {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(why)) => Err(CallError::Failed(shared.peer.node_name.clone(), why)),
-            Err(_) => Err(down()),
+            Err(_) => Err(shared.link_down()),
         }
     }
 }
 
 /// A call's place in the waiting table, given up when the caller stops waiting (an answer,
 /// a timeout, a dropped future).
-struct Waiting<'a> {
-    shared: &'a Shared,
+struct Waiting {
+    shared: Arc<Shared>,
     id: u64,
 }
 
-impl<'a> Waiting<'a> {
-    fn register(shared: &'a Shared, id: u64, tx: oneshot::Sender<Answer>) -> Self {
+impl Waiting {
+    fn register(shared: Arc<Shared>, id: u64, tx: oneshot::Sender<Answer>) -> Self {
         shared.lock_waiting().insert(id, tx);
         Waiting { shared, id }
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
         self.shared.lock_waiting().remove(&self.id);
     }
@@ -209,6 +265,10 @@ impl Drop for Waiting<'_> {
 impl Shared {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn link_down(&self) -> CallError {
+        CallError::LinkDown(self.peer.node_name.clone())
     }
 
     /// The link is down: fail every call waiting (dropping its sender), refuse new ones.
@@ -335,6 +395,7 @@ async fn receive(
                 drop(slot);
             });
         }
+        Message::Cast { service, body } => handler.cast(&shared.peer, service, body),
         Message::Hello(_) => return Err(LinkEnd::Unexpected("hello")),
         Message::Proof(_) => return Err(LinkEnd::Unexpected("a proof")),
         Message::Refused(why) => {

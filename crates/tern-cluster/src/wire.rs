@@ -10,14 +10,17 @@
 //! and the kinds of `Hello` and `Refused` never change between versions, so a node can always
 //! tell a peer of another version why it refuses it. After the handshake: [`Message::Ping`] /
 //! [`Message::Pong`] (heartbeats), [`Message::Call`] (a request to a service on the peer,
-//! answered by a [`Message::Reply`] with the same id) and nothing else.
+//! answered by a [`Message::Reply`] with the same id), [`Message::Cast`] (a one-way message
+//! to a service: queue operations that need no answer, deliveries) and nothing else.
+//!
+//! Version 2 added `Cast` and the queue service.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// What each side sends first: the protocol's name, then its version (u16).
 pub const PREAMBLE: [u8; 8] = *b"TERNNODE";
 /// The version this build speaks; a peer with another one is refused, naming both.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Preamble plus version.
 pub const PREAMBLE_LEN: usize = PREAMBLE.len() + 2;
 /// The largest frame a node accepts by default (`cluster_frame_max_bytes`).
@@ -66,6 +69,9 @@ pub enum Service {
     Raft { group: u64 },
     /// Cluster membership: forming a cluster, joining one.
     Control,
+    /// Operations on queues whose home is the receiving node, and what those queues send
+    /// back (deliveries, confirms): `queue_ops`.
+    Queue,
 }
 
 /// A frame of the node-to-node protocol.
@@ -89,6 +95,11 @@ pub enum Message {
         id: u64,
         result: Result<Bytes, String>,
     },
+    /// A one-way message to a service; nothing answers it.
+    Cast {
+        service: Service,
+        body: Bytes,
+    },
 }
 
 mod kind {
@@ -100,11 +111,13 @@ mod kind {
     pub const PONG: u8 = 5;
     pub const CALL: u8 = 6;
     pub const REPLY: u8 = 7;
+    pub const CAST: u8 = 8;
 }
 
 mod service {
     pub const RAFT: u8 = 1;
     pub const CONTROL: u8 = 2;
+    pub const QUEUE: u8 = 3;
 }
 
 /// Append our preamble and version.
@@ -162,6 +175,11 @@ pub fn encode(message: &Message, out: &mut BytesMut) {
             out.put_slice(body);
         }
         Message::Reply { id, result } => encode_reply(out, *id, result),
+        Message::Cast { service, body } => {
+            out.put_u8(kind::CAST);
+            put_service(out, service);
+            out.put_slice(body);
+        }
     }
     let size = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
@@ -189,6 +207,7 @@ fn put_service(out: &mut BytesMut, service: &Service) {
             out.put_u64(*group);
         }
         Service::Control => out.put_u8(service::CONTROL),
+        Service::Queue => out.put_u8(service::QUEUE),
     }
 }
 
@@ -241,6 +260,11 @@ fn decode_body(mut body: Bytes) -> Result<Message, WireError> {
             return Ok(Message::Call { id, service, body });
         }
         kind::REPLY => (get_reply(b)?, "reply"),
+        kind::CAST => {
+            let service = get_service(b)?;
+            let body = b.split_off(0);
+            return Ok(Message::Cast { service, body });
+        }
         other => return Err(WireError::Kind(other)),
     };
     if !b.is_empty() {
@@ -274,6 +298,7 @@ fn get_service(b: &mut Bytes) -> Result<Service, WireError> {
             group: get_u64(b, "raft group")?,
         }),
         service::CONTROL => Ok(Service::Control),
+        service::QUEUE => Ok(Service::Queue),
         _ => Err(WireError::Field("service")),
     }
 }

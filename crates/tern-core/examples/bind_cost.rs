@@ -44,6 +44,7 @@ fn main() {
                 name: queue(i),
                 durable: false,
                 exclusive_owner: None,
+                home: None,
                 auto_delete: false,
                 arguments: FieldTable::new(),
             },

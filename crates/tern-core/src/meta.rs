@@ -73,8 +73,26 @@ pub struct QueueDef {
     pub durable: bool,
     /// The connection an exclusive queue belongs to.
     pub exclusive_owner: Option<ConnectionId>,
+    /// The node the queue runs on, in a cluster (`None` on a single node: that node).
+    pub home: Option<ShortStr>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+}
+
+impl QueueDef {
+    /// Whether the queue's home is to be the node with the fewest queues
+    /// (`x-queue-leader-locator: balanced`, or the older `x-queue-master-locator` with
+    /// `min-masters` or `random`) rather than the node the declaring client is connected to.
+    pub fn wants_balanced_home(&self) -> bool {
+        let named = |key: &str, values: &[&str]| {
+            self.arguments
+                .get(key)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| values.contains(&v))
+        };
+        named("x-queue-leader-locator", &["balanced"])
+            || named("x-queue-master-locator", &["min-masters", "random"])
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -131,6 +149,11 @@ pub enum MetaCommand {
     /// them at boot (exclusive queues are never durable), with their bindings and the
     /// auto-delete exchanges that loses.
     DropTransient,
+    /// A clustered node (re)started: its own non-durable queues go (exclusive ones included),
+    /// with their bindings; other nodes' queues and the cluster's exchanges stay.
+    DropNodeTransient {
+        node: ShortStr,
+    },
     /// Users and permissions.
     Access(AccessCommand),
     /// Several commands as one log entry (a definitions import writes one per chunk): applied
@@ -306,6 +329,7 @@ impl Metadata {
             MetaCommand::AddVhost { name } => Ok(self.add_vhost(name)),
             MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
             MetaCommand::DropTransient => Ok(self.drop_transient()),
+            MetaCommand::DropNodeTransient { node } => Ok(self.drop_node_transient(&node)),
             MetaCommand::Access(cmd) => self.apply_access(cmd),
             MetaCommand::Batch(_) => Err(AmqpError::new(
                 ReplyCode::InternalError,
@@ -321,6 +345,37 @@ impl Metadata {
             self.access_generation += 1;
         }
         Ok(MetaOutcome::AccessChanged { changed })
+    }
+
+    fn drop_node_transient(&mut self, node: &ShortStr) -> MetaOutcome {
+        let mut dropped = Vec::new();
+        for (vhost, vh) in self.vhosts.iter_mut() {
+            let queues: Vec<QueueName> = vh
+                .queues()
+                .filter(|q| !q.durable && q.home.as_ref() == Some(node))
+                .map(|q| q.name.clone())
+                .collect();
+            let mut fx = Effects::default();
+            for name in &queues {
+                vh.delete_queue(name, &mut fx);
+            }
+            if fx.changed {
+                vh.refresh(fx.routes);
+                self.generation += 1;
+            }
+            dropped.extend(queues.into_iter().map(|q| (vhost.clone(), q)));
+        }
+        MetaOutcome::TransientDropped { queues: dropped }
+    }
+
+    /// How many queues each node is home to (a node with none is not listed).
+    pub fn queues_per_home(&self) -> BTreeMap<ShortStr, usize> {
+        let mut counts = BTreeMap::new();
+        let homes = self.vhosts.values().flat_map(|vh| vh.queues());
+        for home in homes.filter_map(|q| q.home.clone()) {
+            *counts.entry(home).or_insert(0) += 1;
+        }
+        counts
     }
 
     fn drop_transient(&mut self) -> MetaOutcome {

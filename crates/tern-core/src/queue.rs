@@ -73,7 +73,7 @@ pub struct ConsumerSpec {
 }
 
 /// A message handed to a consumer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
     pub consumer: ConsumerId,
     pub channel: ChannelKey,
@@ -84,7 +84,7 @@ pub struct Delivery {
 }
 
 /// The answer to basic.get.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GetResult {
     pub msg_id: MsgId,
     pub message: Arc<Message>,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-use tern_amqp::{AmqpError, ReplyCode};
+use tern_amqp::{AmqpError, ReplyCode, ShortStr};
 use tern_cluster::meta::{ApplyHook, MetaError, MetaRaft, SharedMeta};
 use tern_core::meta::access::{AccessCommand, UserDef, VhostAccess};
 use tern_core::meta::{MetaCommand, MetaOutcome, Metadata, QueueDef};
@@ -30,6 +30,7 @@ use crate::connection::ConnDetail;
 use crate::direct_reply::ReplyRegistry;
 use crate::metrics::{Counter, Counters};
 use crate::queue_actor::{self, QueueCmd, QueueHandle};
+use crate::remote::{RemoteQueue, RemoteQueues};
 use crate::sink::{ConnEvent, ConnSink};
 
 pub type QueueKey = (VhostName, QueueName);
@@ -73,6 +74,8 @@ pub struct Broker {
     /// Why the node can no longer keep its promises (a failed fsync): set once, watched by
     /// [`crate::ServerHandle::failed`], whose owner stops the node.
     failure: watch::Sender<Option<String>>,
+    /// Queues homed on other nodes, and the service for the queues homed here.
+    pub remote: Arc<RemoteQueues>,
 }
 
 /// An open connection as operators see it.
@@ -191,6 +194,7 @@ impl Broker {
             listeners: Mutex::new(Vec::new()),
             vfs,
             failure: watch::Sender::new(None),
+            remote: RemoteQueues::new(me.clone()),
             config,
         })
     }
@@ -242,7 +246,8 @@ impl Broker {
             .clone()
     }
 
-    /// A fresh node-unique id (connections, channels, consumers share one counter).
+    /// A fresh id, unique in the cluster (connections, channels, consumers share one counter;
+    /// a clustered node's ids carry its node id in their top 16 bits).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -389,16 +394,27 @@ impl Broker {
         let (vfs, shared) = (self.vfs.clone(), self.meta.clone());
         let store = match cluster {
             None => MetaStore::Single(MetaRaft::start(vfs, &dir, shared).await?),
-            Some(settings) => clustering::open(&self.config, settings, vfs, &dir, shared).await?,
+            Some(settings) => {
+                let queues = self.remote.service();
+                clustering::open(&self.config, settings, vfs, &dir, shared, queues).await?
+            }
         };
-        let single = !store.is_cluster();
+        if let MetaStore::Cluster(cluster) = &store {
+            self.next_id
+                .store(clustering::first_id(cluster.id()), Ordering::Relaxed);
+            self.remote.set_nodes(cluster.nodes().clone());
+        }
+        let drop = match &store {
+            MetaStore::Single(_) => MetaCommand::DropTransient,
+            MetaStore::Cluster(_) => MetaCommand::DropNodeTransient {
+                node: self.node_name().into(),
+            },
+        };
         if self.store.set(store).is_err() {
             return Err(MetaError::Raft("the broker was opened twice".into()).into());
         }
-        if single {
-            if let Err(e) = self.apply(MetaCommand::DropTransient).await {
-                tracing::warn!(error = %e, "dropping transient definitions failed");
-            }
+        if let Err(e) = self.apply(drop).await {
+            tracing::warn!(error = %e, "dropping transient definitions failed");
         }
         self.bootstrap().await;
         Ok(())
@@ -506,14 +522,70 @@ impl Broker {
                 "metadata not open",
             ));
         };
-        if store.is_cluster() {
-            if let Some(refusal) = clustering::refused_in_cluster(&cmd) {
-                return Err(refusal);
-            }
-        }
+        let cmd = match store.is_cluster() {
+            true => self.place_queues(cmd),
+            false => cmd,
+        };
         match store.write(cmd).await {
             Ok(outcome) => outcome,
             Err(e) => Err(self.write_refused(e)),
+        }
+    }
+
+    /// Give each queue a new command creates its home node: this one (`client-local`, and
+    /// always for an exclusive queue), or the running node with the fewest queues
+    /// (`balanced`).
+    fn place_queues(&self, cmd: MetaCommand) -> MetaCommand {
+        match cmd {
+            MetaCommand::DeclareQueue {
+                vhost,
+                mut def,
+                passive,
+                server_named,
+                requester,
+            } => {
+                if !passive && def.home.is_none() {
+                    def.home = Some(self.home_for(&def).into());
+                }
+                MetaCommand::DeclareQueue {
+                    vhost,
+                    def,
+                    passive,
+                    server_named,
+                    requester,
+                }
+            }
+            MetaCommand::Batch(cmds) => {
+                MetaCommand::Batch(cmds.into_iter().map(|c| self.place_queues(c)).collect())
+            }
+            other => other,
+        }
+    }
+
+    fn home_for(&self, def: &QueueDef) -> String {
+        if def.exclusive_owner.is_some() || !def.wants_balanced_home() {
+            return self.node_name().to_string();
+        }
+        let counts = self.lock_meta().queues_per_home();
+        let running = self.cluster_nodes().into_iter().filter(|(_, up)| *up);
+        let fewest = running.min_by_key(|(name, _)| {
+            let count = counts.get(&ShortStr::from(name.as_str())).copied();
+            let count = count.unwrap_or(0);
+            (count, name.clone())
+        });
+        fewest.map_or_else(|| self.node_name().to_string(), |(name, _)| name)
+    }
+
+    /// A handle on the queue `def`: its actor, started here if this node is its home, else
+    /// the way to its home.
+    fn start_queue(self: &Arc<Self>, vhost: VhostName, def: &QueueDef) -> QueueHandle {
+        match def.home.as_ref().filter(|h| h.as_str() != self.node_name()) {
+            None => queue_actor::spawn(self, vhost, def.clone(), queue_options(def)),
+            Some(home) => {
+                let window = self.config.queue_inbox_messages;
+                let remote = RemoteQueue::new(&self.remote, home.to_string(), window);
+                QueueHandle::remote(vhost, def.clone(), remote)
+            }
         }
     }
 
@@ -555,9 +627,9 @@ impl Broker {
         });
         for (key, def) in wanted {
             let vhost = key.0.clone();
-            queues.entry(key).or_insert_with(|| {
-                queue_actor::spawn(self, vhost, def.clone(), queue_options(&def))
-            });
+            queues
+                .entry(key)
+                .or_insert_with(|| self.start_queue(vhost, &def));
         }
         drop(queues);
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = meta.snapshot();
@@ -583,8 +655,7 @@ impl Broker {
         };
         match (outcome, vhost) {
             (MetaOutcome::QueueDeclared { created: true, def }, Some(vhost)) => {
-                let handle =
-                    queue_actor::spawn(self, vhost.clone(), def.clone(), queue_options(def));
+                let handle = self.start_queue(vhost.clone(), def);
                 queues.insert((vhost, def.name.clone()), handle);
             }
             (MetaOutcome::QueueDeleted { .. }, Some(vhost)) => {
@@ -801,7 +872,10 @@ fn command_vhost(cmd: &MetaCommand) -> Option<&VhostName> {
         | MetaCommand::Bind { vhost, .. }
         | MetaCommand::Unbind { vhost, .. } => vhost,
         MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
-        MetaCommand::DropTransient | MetaCommand::Access(_) | MetaCommand::Batch(_) => return None,
+        MetaCommand::DropTransient
+        | MetaCommand::DropNodeTransient { .. }
+        | MetaCommand::Access(_)
+        | MetaCommand::Batch(_) => return None,
     };
     Some(vhost)
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tern_amqp::{AmqpError, ReplyCode};
 use tern_cluster::cluster::{Cluster, ClusterConfig};
 use tern_cluster::handshake::{Identity, Secret};
+use tern_cluster::link::Handler;
 use tern_cluster::meta::{MetaError, MetaRaft, SharedMeta, Timing};
 use tern_cluster::nodes::NodesConfig;
 use tern_core::meta::{MetaCommand, MetaOutcome};
@@ -115,6 +116,7 @@ pub async fn open(
     vfs: Arc<dyn Vfs>,
     dir: &Path,
     shared: Arc<SharedMeta>,
+    queues: Arc<dyn Handler>,
 ) -> Result<MetaStore, StartError> {
     refuse_single_node_data(dir)?;
     let listener = TcpListener::bind((config.bind, config.cluster_port)).await?;
@@ -132,6 +134,7 @@ pub async fn open(
         nodes: NodesConfig::new(identity, settings.secret),
         peers: config.cluster_peers.clone(),
         timing: Timing::default(),
+        queues: Some(queues),
     };
     let cluster = Cluster::start(cluster_config, listener, vfs, dir, shared).await?;
     tracing::info!(id = cluster.id(), "member of the metadata group");
@@ -153,22 +156,10 @@ fn refuse_single_node_data(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// What a clustered node refuses for now (see the module docs): creating a queue.
-pub fn refused_in_cluster(cmd: &MetaCommand) -> Option<AmqpError> {
-    let creates_queue = match cmd {
-        MetaCommand::DeclareQueue { passive, .. } => !passive,
-        MetaCommand::Batch(cmds) => cmds
-            .iter()
-            .any(|c| matches!(c, MetaCommand::DeclareQueue { passive: false, .. })),
-        _ => false,
-    };
-    creates_queue.then(|| {
-        AmqpError::new(
-            ReplyCode::NotImplemented,
-            "queues in a cluster are not available yet: this node replicates users, vhosts, \
-             permissions, exchanges and exchange bindings; run a single node for queues",
-        )
-    })
+/// The first id a clustered node hands out (connections, channels, consumers): its node id
+/// in the top 16 bits, so that ids are unique in the cluster.
+pub fn first_id(node: u64) -> u64 {
+    (node << 48) | 1
 }
 
 /// What a client is told when the cluster could not commit its change in time.

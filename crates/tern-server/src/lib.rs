@@ -45,6 +45,7 @@ mod management;
 mod metrics;
 mod prometheus;
 mod queue_actor;
+mod remote;
 mod sink;
 pub mod tls;
 mod token;

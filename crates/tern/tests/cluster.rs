@@ -1,8 +1,10 @@
 //! `tern server` processes as a cluster on loopback: three nodes given one peer list form a
 //! cluster by themselves and share their definitions (an exchange declared on one is there on
-//! the others, a user added through one logs in on another); queues are refused in a cluster
-//! for now, with 540; without a majority a change fails within seconds instead of hanging;
-//! a node given peers but no secret does not start.
+//! the others, a user added through one logs in on another); without a majority a change
+//! fails within seconds instead of hanging; a node given peers but no secret does not start.
+//! Any node serves any queue: publish through one node to a queue homed on another, consume
+//! through a third; a queue whose node is down answers 404 until the node is back, with
+//! nothing lost.
 
 mod common;
 
@@ -11,9 +13,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{data_dir, LoggedServer};
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 /// A free loopback port (bound and released: the server binds it again at once).
 fn free_port() -> u16 {
@@ -28,33 +35,56 @@ struct Node {
     dir: PathBuf,
 }
 
+/// How the nodes of one test's cluster are started (and started again).
+struct Spec {
+    base: PathBuf,
+    secret: PathBuf,
+    ports: Vec<u16>,
+}
+
+impl Spec {
+    fn new(n: usize, what: &str) -> Spec {
+        let base = data_dir(what);
+        std::fs::create_dir_all(&base).expect("dir");
+        let secret = base.join("secret");
+        std::fs::write(&secret, "a shared secret\n").expect("secret");
+        let ports = (0..n).map(|_| free_port()).collect();
+        Spec {
+            base,
+            secret,
+            ports,
+        }
+    }
+
+    /// Node `i` (0-based: n1@localhost is 0), not waited for.
+    fn launch(&self, i: usize) -> Node {
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let dir = self.base.join(format!("n{}", i + 1));
+        let mut cmd = LoggedServer::command(&dir);
+        cmd.args(["--node-name", &format!("n{}@localhost", i + 1)])
+            .args(["--cluster-port", &self.ports[i].to_string()])
+            .args(["--cluster-peers", &peers.join(",")])
+            .arg("--cluster-secret-file")
+            .arg(&self.secret);
+        Node {
+            server: LoggedServer::launch(cmd),
+            dir,
+        }
+    }
+}
+
 /// Start `n` nodes n1@localhost.. with one peer list and one secret; wait until all are ready.
-fn cluster(n: usize, what: &str) -> Vec<Node> {
-    let base = data_dir(what);
-    std::fs::create_dir_all(&base).expect("dir");
-    let secret = base.join("secret");
-    std::fs::write(&secret, "a shared secret\n").expect("secret");
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes: Vec<Node> = (0..n)
-        .map(|i| {
-            let dir = base.join(format!("n{}", i + 1));
-            let mut cmd = LoggedServer::command(&dir);
-            cmd.args(["--node-name", &format!("n{}@localhost", i + 1)])
-                .args(["--cluster-port", &ports[i].to_string()])
-                .args(["--cluster-peers", &peers.join(",")])
-                .arg("--cluster-secret-file")
-                .arg(&secret);
-            Node {
-                server: LoggedServer::launch(cmd),
-                dir,
-            }
-        })
-        .collect();
+fn cluster(n: usize, what: &str) -> (Spec, Vec<Node>) {
+    let spec = Spec::new(n, what);
+    let mut nodes: Vec<Node> = (0..n).map(|i| spec.launch(i)).collect();
     for node in &mut nodes {
         node.server.ready();
     }
-    nodes
+    (spec, nodes)
 }
 
 async fn connect(uri: &str) -> Connection {
@@ -117,7 +147,7 @@ fn protocol_code(e: &lapin::Error) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
-    let mut nodes = cluster(3, "cluster-form");
+    let (spec, mut nodes) = cluster(3, "cluster-form");
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -173,14 +203,6 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
     );
     connect(&alice).await;
 
-    // Queues are refused in a cluster, with 540 and the reason.
-    let ch = on_1.create_channel().await.expect("channel");
-    let refused = ch
-        .queue_declare("q", QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .expect_err("no queues in a cluster yet");
-    assert_eq!(protocol_code(&refused), Some(540), "{refused}");
-
     // Every node knows every node: tern ctl cluster_status and /api/nodes.
     let names = ["n1@localhost", "n2@localhost", "n3@localhost"];
     let status = cluster_status(&nodes[2].dir);
@@ -227,11 +249,215 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
         "{:?}",
         started.elapsed()
     );
-    let base = nodes[0].dir.parent().map(Path::to_path_buf);
     drop(nodes);
-    if let Some(base) = base {
-        let _ = std::fs::remove_dir_all(base);
+    let _ = std::fs::remove_dir_all(&spec.base);
+}
+
+/// Declare a durable queue through `ch` (`balanced`: homed on the node with the fewest).
+async fn declare(ch: &Channel, name: &str, balanced: bool) -> lapin::Queue {
+    let mut args = FieldTable::default();
+    if balanced {
+        let value = AMQPValue::LongString("balanced".into());
+        args.insert("x-queue-leader-locator".into(), value);
     }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name, durable, args)
+        .await
+        .expect("declare")
+}
+
+/// Publish persistent messages `prefix-0..n` to `queue` through `ch` (in confirm mode);
+/// every one must be acked.
+async fn publish_confirmed(ch: &Channel, queue: &str, prefix: &str, n: usize) {
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let mut confirms = Vec::new();
+    for i in 0..n {
+        let body = format!("{prefix}-{i}");
+        let options = BasicPublishOptions::default();
+        let sent = ch
+            .basic_publish("", queue, options, body.as_bytes(), persistent.clone())
+            .await
+            .expect("publish");
+        confirms.push(sent);
+    }
+    for confirm in confirms {
+        assert!(confirm.await.expect("confirm").is_ack(), "nacked");
+    }
+}
+
+/// `/api/queues/%2f/NAME` of a node.
+async fn api_queue(node: &LoggedServer, name: &str) -> serde_json::Value {
+    let url = format!(
+        "http://127.0.0.1:{}/api/queues/%2f/{name}",
+        node.management_port
+    );
+    reqwest::Client::new()
+        .get(url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("GET a queue")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn channel(node: &Node) -> (Connection, Channel) {
+    let conn = connect(&node.server.uri()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    (conn, ch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_queue() {
+    let (spec, mut nodes) = cluster(3, "cluster-queues");
+    let (_c2, on_2) = channel(&nodes[1]).await;
+    let (_c1, on_1) = channel(&nodes[0]).await;
+    let (_c3, on_3) = channel(&nodes[2]).await;
+
+    // Declared through n2: its home is n2. Published through n1 with confirms.
+    declare(&on_2, "work", false).await;
+    assert_eq!(
+        api_queue(&nodes[0].server, "work").await["node"],
+        "n2@localhost"
+    );
+    on_1.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    publish_confirmed(&on_1, "work", "m", 100).await;
+    let counted = declare(&on_1, "work", false).await;
+    assert_eq!(counted.message_count(), 100, "declare-ok counts through n1");
+
+    // Consumed through n3 with acks and a prefetch, in order.
+    on_3.basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let options = BasicConsumeOptions::default();
+    let mut consumer = on_3
+        .basic_consume("work", "c3", options, FieldTable::default())
+        .await
+        .expect("consume through n3");
+    for i in 0..100 {
+        let next = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
+        let delivery = next
+            .expect("a delivery in time")
+            .expect("open")
+            .expect("ok");
+        assert_eq!(delivery.data, format!("m-{i}").as_bytes());
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    on_3.basic_cancel("c3", Default::default())
+        .await
+        .expect("cancel");
+
+    // basic.get, purge and delete through other nodes.
+    publish_confirmed(&on_1, "work", "g", 5).await;
+    let got = on_1
+        .basic_get("work", BasicGetOptions::default())
+        .await
+        .expect("get");
+    let got = got.expect("a message");
+    assert_eq!(got.delivery.data, b"g-0");
+    assert_eq!(got.message_count, 4);
+    got.delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let purged = on_3.queue_purge("work", QueuePurgeOptions::default()).await;
+    assert_eq!(purged.expect("purge"), 4);
+    let deleted = on_1
+        .queue_delete("work", QueueDeleteOptions::default())
+        .await;
+    assert_eq!(deleted.expect("delete through n1"), 0);
+    let gone = on_2
+        .queue_declare(
+            "work",
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("deleted everywhere");
+    assert_eq!(protocol_code(&gone), Some(404), "{gone}");
+
+    // Balanced: each new queue goes to the node with the fewest.
+    let (_c2b, on_2) = channel(&nodes[1]).await;
+    let mut homes = Vec::new();
+    for name in ["b1", "b2", "b3"] {
+        declare(&on_1, name, true).await;
+        let queue = api_queue(&nodes[0].server, name).await;
+        homes.push(queue["node"].as_str().unwrap_or("").to_string());
+    }
+    homes.sort();
+    assert_eq!(homes, ["n1@localhost", "n2@localhost", "n3@localhost"]);
+    let b3_home = api_queue(&nodes[0].server, "b3").await["node"].clone();
+    assert_eq!(b3_home, "n3@localhost", "ties go to the smallest name");
+
+    // n3 stops: its consumer through n1 is cancelled, its queue answers 404 until it is back.
+    publish_confirmed(&on_1, "b3", "kept", 3).await;
+    let (_c1b, on_1b) = channel(&nodes[0]).await;
+    let mut watcher = on_1b
+        .basic_consume(
+            "b3",
+            "w",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume b3 through n1");
+    for _ in 0..3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), watcher.next()).await;
+        next.expect("in time").expect("open").expect("ok");
+    }
+    nodes[2].server.terminate();
+    assert!(nodes[2].server.wait_exit(Duration::from_secs(20)).success());
+    let ended = tokio::time::timeout(Duration::from_secs(10), watcher.next()).await;
+    assert!(
+        ended.expect("cancelled in time").is_none(),
+        "the consumer is cancelled"
+    );
+    drop(_c1b);
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let down = on_2
+        .queue_declare("b3", passive, FieldTable::default())
+        .await
+        .expect_err("home down");
+    assert_eq!(protocol_code(&down), Some(404), "{down}");
+    assert!(down.to_string().contains("n3@localhost"), "{down}");
+    assert_eq!(api_queue(&nodes[0].server, "b3").await["state"], "down");
+
+    // n3 is back: nothing lost (the three were delivered, never acked: redelivered).
+    nodes[2] = spec.launch(2);
+    nodes[2].server.ready();
+    let (c1, mut on_1) = channel(&nodes[0]).await;
+    let mut bodies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bodies.len() < 3 && Instant::now() < deadline {
+        match on_1.basic_get("b3", BasicGetOptions { no_ack: true }).await {
+            Ok(Some(got)) => {
+                assert!(got.delivery.redelivered);
+                bodies.push(String::from_utf8_lossy(&got.delivery.data).to_string());
+            }
+            Ok(None) => panic!("b3 is back empty"),
+            // n1 has no link to n3 yet (404, channel closed): a fresh channel, and again.
+            Err(e) => {
+                assert_eq!(protocol_code(&e), Some(404), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                on_1 = c1.create_channel().await.expect("channel");
+            }
+        }
+    }
+    assert_eq!(bodies, ["kept-0", "kept-1", "kept-2"]);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&spec.base);
 }
 
 #[test]

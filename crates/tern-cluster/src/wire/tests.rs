@@ -27,7 +27,10 @@ fn message() -> impl Strategy<Value = Message> {
     let service = prop_oneof![
         any::<u64>().prop_map(|group| Service::Raft { group }),
         Just(Service::Control),
+        Just(Service::Queue),
     ];
+    let cast =
+        (service.clone(), bytes()).prop_map(|(service, body)| Message::Cast { service, body });
     let call = (any::<u64>(), service, bytes()).prop_map(|(id, service, body)| Message::Call {
         id,
         service,
@@ -43,6 +46,7 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(Message::Pong),
         call,
         reply,
+        cast,
     ]
 }
 

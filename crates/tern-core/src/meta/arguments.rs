@@ -31,6 +31,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("x-overflow", check_overflow),
     ("x-queue-mode", check_queue_mode),
     ("x-queue-version", check_queue_version),
+    ("x-queue-master-locator", check_master_locator),
+    ("x-queue-leader-locator", check_leader_locator),
     ("x-single-active-consumer", check_bool),
     ("x-queue-type", check_queue_type),
     ("x-quorum-initial-group-size", check_positive_size),
@@ -167,6 +169,24 @@ fn check_overflow(v: &FieldValue, _: &FieldTable) -> Result<(), String> {
     one_of(v, &modes, |_| "invalid_overflow".to_string())
 }
 
+/// Where a new queue's home is chosen (`x-queue-leader-locator`): the node the declaring
+/// client is connected to, or the one with the fewest queues.
+pub const LEADER_LOCATORS: [&str; 2] = ["client-local", "balanced"];
+/// The classic queues' older argument: `min-masters` and `random` pick as `balanced` does.
+pub const MASTER_LOCATORS: [&str; 3] = ["client-local", "min-masters", "random"];
+
+fn check_leader_locator(v: &FieldValue, _: &FieldTable) -> Result<(), String> {
+    one_of(v, &LEADER_LOCATORS, |_| {
+        "invalid_queue_locator_arg".to_string()
+    })
+}
+
+fn check_master_locator(v: &FieldValue, _: &FieldTable) -> Result<(), String> {
+    one_of(v, &MASTER_LOCATORS, |_| {
+        "invalid_queue_locator_arg".to_string()
+    })
+}
+
 fn check_queue_mode(v: &FieldValue, _: &FieldTable) -> Result<(), String> {
     one_of(v, &["default", "lazy"], |m| {
         format!("\"unsupported queue mode '{m}'\"")
@@ -202,6 +222,7 @@ mod tests {
             name: QueueName::from("q"),
             durable: false,
             exclusive_owner: None,
+            home: None,
             auto_delete: false,
             arguments,
         };
@@ -224,6 +245,8 @@ mod tests {
             ("x-overflow", s("reject-publish")),
             ("x-single-active-consumer", FieldValue::Bool(true)),
             ("x-queue-type", s("classic")),
+            ("x-queue-leader-locator", s("balanced")),
+            ("x-queue-master-locator", s("min-masters")),
             ("x-custom", s("anything")),
         ];
         assert_eq!(declare(&args), Ok(()));
@@ -240,6 +263,8 @@ mod tests {
             (vec![("x-message-ttl", I64(5_000_000_000))], format!("{prefix} 'x-message-ttl' for queue 'q' in vhost '/': {{value_too_large,5000000000}}")),
             (vec![("x-max-priority", I32(256))], format!("{prefix} 'x-max-priority' for queue 'q' in vhost '/': {{max_value_exceeded,256}}")),
             (vec![("x-overflow", s("drop-tail"))], format!("{prefix} 'x-overflow' for queue 'q' in vhost '/': invalid_overflow")),
+            (vec![("x-queue-leader-locator", s("random"))], format!("{prefix} 'x-queue-leader-locator' for queue 'q' in vhost '/': invalid_queue_locator_arg")),
+            (vec![("x-queue-master-locator", I32(1))], format!("{prefix} 'x-queue-master-locator' for queue 'q' in vhost '/': {{unacceptable_type,signedint}}")),
             (vec![("x-single-active-consumer", s("true"))], format!("{prefix} 'x-single-active-consumer' for queue 'q' in vhost '/': {{unacceptable_type,longstr}}")),
             (vec![("x-queue-type", s("fancy"))], format!("{prefix} 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'fancy'\"")),
             (vec![("x-dead-letter-routing-key", s("rk"))], format!("{prefix} 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined")),

@@ -14,7 +14,13 @@ use super::{Binding, ExchangeDef, MetaCommand, Metadata, QueueDef};
 use crate::names::{ConnectionId, ExchangeName, QueueName, VhostName};
 use crate::routing::{Destination, ExchangeKind};
 
-const VERSION: u8 = 1;
+/// Written by this build. Version 2 added a queue's home node (flag 4 in its flags, the name
+/// after the owner); version 1 records still decode.
+const VERSION: u8 = 2;
+/// The oldest version this build reads.
+const OLDEST_VERSION: u8 = 1;
+/// A queue's flags: durable, auto-delete, has a home node.
+const HOME: u8 = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -40,6 +46,7 @@ mod tag {
     pub const DROP_TRANSIENT: u8 = 9;
     pub const ACCESS: u8 = 10;
     pub const BATCH: u8 = 11;
+    pub const DROP_NODE_TRANSIENT: u8 = 12;
 }
 
 pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
@@ -102,6 +109,10 @@ pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
             put_str(out, &name.0);
         }
         MetaCommand::DropTransient => out.put_u8(tag::DROP_TRANSIENT),
+        MetaCommand::DropNodeTransient { node } => {
+            out.put_u8(tag::DROP_NODE_TRANSIENT);
+            put_str(out, node);
+        }
         MetaCommand::Access(cmd) => {
             out.put_u8(tag::ACCESS);
             put_access(out, cmd);
@@ -119,7 +130,7 @@ pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
 
 pub fn decode_command(buf: &mut Bytes) -> Result<MetaCommand, CodecError> {
     let version = get_u8(buf)?;
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(CodecError::Version(version));
     }
     let cmd = match get_u8(buf)? {
@@ -164,6 +175,9 @@ pub fn decode_command(buf: &mut Bytes) -> Result<MetaCommand, CodecError> {
             name: VhostName(get_str(buf)?),
         },
         tag::DROP_TRANSIENT => MetaCommand::DropTransient,
+        tag::DROP_NODE_TRANSIENT => MetaCommand::DropNodeTransient {
+            node: get_str(buf)?,
+        },
         tag::ACCESS => MetaCommand::Access(get_access(buf)?),
         tag::BATCH => MetaCommand::Batch(get_batch(buf)?),
         other => return Err(CodecError::Tag(other)),
@@ -210,13 +224,17 @@ fn put_exchange(out: &mut BytesMut, def: &ExchangeDef) {
 
 pub(super) fn put_queue(out: &mut BytesMut, def: &QueueDef) {
     put_str(out, &def.name.0);
-    out.put_u8(u8::from(def.durable) | u8::from(def.auto_delete) << 1);
+    let home = if def.home.is_some() { HOME } else { 0 };
+    out.put_u8(u8::from(def.durable) | u8::from(def.auto_delete) << 1 | home);
     match def.exclusive_owner {
         Some(owner) => {
             out.put_u8(1);
             out.put_u64(owner.0);
         }
         None => out.put_u8(0),
+    }
+    if let Some(home) = &def.home {
+        put_str(out, home);
     }
     def.arguments.encode(out);
 }
@@ -306,10 +324,19 @@ pub(super) fn get_queue(buf: &mut Bytes) -> Result<QueueDef, CodecError> {
         1 => Some(ConnectionId(get_u64(buf)?)),
         _ => return Err(CodecError::Field("exclusive owner")),
     };
+    if flags & !(1 | 2 | HOME) != 0 {
+        return Err(CodecError::Field("queue flags"));
+    }
+    let home = if flags & HOME != 0 {
+        Some(get_str(buf)?)
+    } else {
+        None
+    };
     Ok(QueueDef {
         name,
         durable: flags & 1 != 0,
         exclusive_owner,
+        home,
         auto_delete: flags & 2 != 0,
         arguments: get_table(buf)?,
     })
@@ -412,11 +439,12 @@ mod tests {
     }
 
     fn queue() -> impl Strategy<Value = QueueDef> {
-        (name(), any::<[bool; 2]>(), any::<Option<u64>>(), table()).prop_map(
+        (name(), any::<[bool; 3]>(), any::<Option<u64>>(), table()).prop_map(
             |(n, f, o, arguments)| QueueDef {
                 name: QueueName(n),
                 durable: f[0],
                 exclusive_owner: o.map(ConnectionId),
+                home: f[2].then(|| ShortStr::from("tern@b")),
                 auto_delete: f[1],
                 arguments,
             },
@@ -473,6 +501,7 @@ mod tests {
             vh().prop_map(|name| MetaCommand::AddVhost { name }),
             vh().prop_map(|name| MetaCommand::DeleteVhost { name }),
             Just(MetaCommand::DropTransient),
+            name().prop_map(|node| MetaCommand::DropNodeTransient { node }),
             access().prop_map(MetaCommand::Access),
         ]
     }
@@ -576,9 +605,41 @@ mod tests {
 
     #[test]
     fn an_unknown_version_or_tag_is_refused() {
-        let mut b = Bytes::from_static(&[2, 1]);
-        assert_eq!(decode_command(&mut b), Err(CodecError::Version(2)));
+        let mut b = Bytes::from_static(&[3, 1]);
+        assert_eq!(decode_command(&mut b), Err(CodecError::Version(3)));
+        let mut b = Bytes::from_static(&[0, 1]);
+        assert_eq!(decode_command(&mut b), Err(CodecError::Version(0)));
         let mut b = Bytes::from_static(&[1, 99]);
         assert_eq!(decode_command(&mut b), Err(CodecError::Tag(99)));
+    }
+
+    /// A log written before queues had a home node (version 1) still reads: the same bytes
+    /// under version 1 decode to the queue without one.
+    #[test]
+    fn version_1_records_still_decode() {
+        let def = QueueDef {
+            name: QueueName::from("q"),
+            durable: true,
+            exclusive_owner: Some(ConnectionId(3)),
+            home: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let cmd = MetaCommand::DeclareQueue {
+            vhost: VhostName::from("/"),
+            def,
+            passive: false,
+            server_named: false,
+            requester: ConnectionId(3),
+        };
+        let mut out = BytesMut::new();
+        encode_command(&cmd, &mut out);
+        out[0] = 1;
+        assert_eq!(decode_command(&mut out.freeze()), Ok(cmd));
+        let mut future = Bytes::from_static(&[VERSION + 1, tag::DROP_TRANSIENT]);
+        assert_eq!(
+            decode_command(&mut future),
+            Err(CodecError::Version(VERSION + 1))
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Metadata {
             }
             MetaCommand::AddVhost { name } => self.vhost_exists(name),
             MetaCommand::DeleteVhost { name } => !self.vhost_exists(name),
-            MetaCommand::DropTransient | MetaCommand::Batch(_) => false,
+            MetaCommand::DropTransient
+            | MetaCommand::DropNodeTransient { .. }
+            | MetaCommand::Batch(_) => false,
             MetaCommand::Access(AccessCommand::Bootstrap { .. }) => self.access().bootstrapped(),
             MetaCommand::Access(_) => false,
         }

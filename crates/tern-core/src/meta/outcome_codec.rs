@@ -237,6 +237,7 @@ mod tests {
             name: QueueName::from("q"),
             durable: true,
             exclusive_owner: Some(ConnectionId(7)),
+            home: Some("tern@b".into()),
             auto_delete: false,
             arguments: FieldTable::new(),
         };

@@ -139,3 +139,37 @@ fn dropping_transient_definitions_keeps_only_the_durable_ones() {
     );
     meta.vhosts.values().for_each(VhostState::check_invariants);
 }
+
+/// A clustered node that restarts drops its own transient queues (exclusive ones too) and
+/// nothing of other nodes': their queues and the cluster's exchanges stay.
+#[test]
+fn a_node_drops_only_its_own_transient_queues() {
+    let mut meta = Metadata::new();
+    let declare = |meta: &mut Metadata, name: &str, home: &str, durable: bool| {
+        let def = QueueDef {
+            durable,
+            home: Some(ShortStr::from(home)),
+            ..qdef(name)
+        };
+        ok(meta, declare_q(def, 1));
+    };
+    declare(&mut meta, "a-transient", "tern@a", false);
+    declare(&mut meta, "a-durable", "tern@a", true);
+    declare(&mut meta, "b-transient", "tern@b", false);
+    let node = ShortStr::from("tern@a");
+    let MetaOutcome::TransientDropped { queues } =
+        ok(&mut meta, MetaCommand::DropNodeTransient { node })
+    else {
+        panic!("not a drop");
+    };
+    let vhost = vh();
+    assert_eq!(
+        queues,
+        vec![(vhost.clone(), QueueName::from("a-transient"))]
+    );
+    let left: Vec<String> = meta.queues(&vhost).map(|q| q.name.to_string()).collect();
+    assert_eq!(left, ["a-durable", "b-transient"]);
+    let homes = meta.queues_per_home();
+    assert_eq!(homes.get(&ShortStr::from("tern@a")), Some(&1));
+    assert_eq!(homes.get(&ShortStr::from("tern@b")), Some(&1));
+}

@@ -38,6 +38,7 @@ pub(super) fn qdef(name: &str) -> QueueDef {
         name: QueueName::from(name),
         durable: false,
         exclusive_owner: None,
+        home: None,
         auto_delete: false,
         arguments: FieldTable::new(),
     }

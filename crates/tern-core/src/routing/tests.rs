@@ -72,6 +72,7 @@ impl World {
             name: QueueName::from(name),
             durable: false,
             exclusive_owner: None,
+            home: None,
             auto_delete: false,
             arguments: FieldTable::new(),
         };

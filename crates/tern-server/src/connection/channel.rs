@@ -311,6 +311,7 @@ impl Connection {
             name: name.clone(),
             durable: m.durable,
             exclusive_owner: m.exclusive.then_some(self.id),
+            home: None,
             auto_delete: m.auto_delete,
             arguments: m.arguments,
         };
@@ -332,6 +333,9 @@ impl Connection {
             .broker
             .queue(&self.vhost, &name)
             .ok_or_else(|| no_queue(&self.vhost, &name))?;
+        if let Some(down) = queue.unreachable() {
+            return Err(down.on(50, 10));
+        }
         let stats = queue
             .ask(|reply| QueueCmd::Stats { reply })
             .await
@@ -365,6 +369,9 @@ impl Connection {
             .broker
             .queue(&self.vhost, name)
             .ok_or_else(|| no_queue(&self.vhost, name))?;
+        if let Some(down) = queue.unreachable() {
+            return Err(down);
+        }
         match queue.def().exclusive_owner {
             Some(owner) if owner != self.id => {
                 let text = format!(

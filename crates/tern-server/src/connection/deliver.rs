@@ -143,7 +143,7 @@ impl Connection {
             });
         }
         if !orphans.is_empty() {
-            self.requeue_orphans(&queue, orphans).await;
+            requeue(&queue, orphans).await;
         }
     }
 
@@ -195,29 +195,6 @@ impl Connection {
         self.counts.add(kind, 1);
         if redelivered {
             self.counts.add(Counter::Redelivered, 1);
-        }
-    }
-
-    async fn requeue_orphans(&mut self, queue: &QueueHandle, orphans: Vec<Delivery>) {
-        let mut republish = Vec::new();
-        for d in orphans {
-            if d.no_ack {
-                republish.push(d.message);
-            } else {
-                let cmd = QueueCmd::Reject {
-                    channel: d.channel,
-                    ids: vec![d.msg_id],
-                    requeue: true,
-                };
-                let _ = queue.send(cmd).await;
-            }
-        }
-        if !republish.is_empty() {
-            let cmd = QueueCmd::Publish {
-                messages: republish,
-                confirm: None,
-            };
-            let _ = queue.send(cmd).await;
         }
     }
 
@@ -323,6 +300,31 @@ pub(super) fn encode_deliver(
     out.put_u8(routing_key.len() as u8);
     out.put_slice(routing_key);
     out.put_u8(FRAME_END);
+}
+
+/// Give deliveries that found no consumer back to their queue: an unacknowledged one is
+/// requeued where it was, a no-ack one (already gone from the queue) is published again.
+pub(crate) async fn requeue(queue: &QueueHandle, orphans: Vec<Delivery>) {
+    let mut republish = Vec::new();
+    for d in orphans {
+        if d.no_ack {
+            republish.push(d.message);
+        } else {
+            let cmd = QueueCmd::Reject {
+                channel: d.channel,
+                ids: vec![d.msg_id],
+                requeue: true,
+            };
+            let _ = queue.send(cmd).await;
+        }
+    }
+    if !republish.is_empty() {
+        let cmd = QueueCmd::Publish {
+            messages: republish,
+            confirm: None,
+        };
+        let _ = queue.send(cmd).await;
+    }
 }
 
 #[cfg(test)]

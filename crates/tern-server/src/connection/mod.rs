@@ -44,6 +44,7 @@ use crate::metrics::Counter;
 use crate::sink::{ConnEvent, ConnSink};
 use basic::PendingBatches;
 use channel::Channel;
+pub(crate) use deliver::requeue;
 use deliver::ConsumerInfo;
 pub use describe::{ChannelDetail, ConnDetail, ConsumerDetail};
 

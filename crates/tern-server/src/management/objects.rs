@@ -201,17 +201,22 @@ pub async fn delete_exchange(
 }
 
 pub(crate) async fn queue_json(b: &Broker, vhost: &VhostName, q: &QueueDef) -> Value {
-    let stats = match b.queue(vhost, &q.name) {
-        Some(h) => h
+    let handle = b.queue(vhost, &q.name);
+    // A queue whose home node cannot be reached is `down`, as RabbitMQ lists it.
+    let down = handle.as_ref().is_some_and(|h| h.unreachable().is_some());
+    let stats = match handle {
+        Some(h) if !down => h
             .ask(|reply| QueueCmd::Stats { reply })
             .await
             .unwrap_or_default(),
-        None => Default::default(),
+        _ => Default::default(),
     };
+    let node = q.home.as_ref().map_or(b.node_name(), |h| h.as_str());
+    let state = if down { "down" } else { "running" };
     let definition = json!({"name": q.name.as_str(), "vhost": vhost.as_str(),
            "durable": q.durable, "auto_delete": q.auto_delete,
            "exclusive": q.exclusive_owner.is_some(), "arguments": table_json(&q.arguments),
-           "node": b.node_name(), "state": "running", "type": "classic",
+           "node": node, "state": state, "type": "classic",
            "consumers": stats.consumers,
            // Tern has no policies (yet) and no mirrors: RabbitMQ's answers for that.
            "policy": null, "operator_policy": null, "effective_policy_definition": {},
@@ -342,6 +347,7 @@ pub(crate) fn queue_command(v: &str, name: &str, body: &Value) -> MetaCommand {
         name: name.into(),
         durable: flag(body, "durable", true),
         exclusive_owner: None,
+        home: None,
         auto_delete: flag(body, "auto_delete", false),
         arguments: json_arguments(body),
     };

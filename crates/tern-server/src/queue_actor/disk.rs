@@ -183,7 +183,7 @@ impl QueueActor {
         });
         match result {
             Ok(Some((upto, pending))) => {
-                let tx = self.shared.tx.clone();
+                let tx = self.local.tx.clone();
                 tokio::task::spawn_blocking(move || {
                     let result = pending.run();
                     let _ = tx.send(QueueCmd::Synced {

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use self::flow::PublishFlow;
 use self::store::{ConfirmRequest, QueueStore};
 use crate::broker::Broker;
+use crate::remote::RemoteQueue;
 use crate::sink::{ConnEvent, ConnSink};
 
 pub enum QueueCmd {
@@ -111,17 +112,29 @@ pub struct QueueStats {
     pub unacked_bytes: u64,
 }
 
-impl QueueShared {
+impl LocalQueue {
     /// Permits a publish of `n` messages takes (a batch larger than the whole inbox takes all).
     fn credit_for(&self, n: usize) -> u32 {
         n.min(self.inbox_messages) as u32
     }
 }
 
+/// A queue as connections see it: its definition, and where its commands go.
 pub struct QueueShared {
     pub name: QueueName,
     pub vhost: VhostName,
     pub def: QueueDef,
+    place: Place,
+}
+
+/// Where a queue runs: here (an actor), or on its home node (reached over the link to it).
+enum Place {
+    Local(Arc<LocalQueue>),
+    Remote(RemoteQueue),
+}
+
+/// What a queue's actor on this node shares with its handles.
+pub struct LocalQueue {
     tx: mpsc::UnboundedSender<QueueCmd>,
     /// Messages that may sit in the inbox; publishers take permits, the actor returns them.
     publish_credit: Semaphore,
@@ -129,15 +142,26 @@ pub struct QueueShared {
     stop: Notify,
 }
 
-/// A cheap, cloneable reference to a running queue.
+/// A cheap, cloneable reference to a queue, wherever it runs: commands sent through it mean
+/// the same for a queue on this node and for one on another (see [`crate::remote`]).
 #[derive(Clone)]
 pub struct QueueHandle(pub Arc<QueueShared>);
 
-/// The queue's actor has stopped (the queue was deleted).
+/// The queue's actor has stopped (the queue was deleted), or its home node cannot be reached.
 #[derive(Debug)]
 pub struct QueueGone;
 
 impl QueueHandle {
+    /// A handle on a queue whose home is another node.
+    pub fn remote(vhost: VhostName, def: QueueDef, remote: RemoteQueue) -> QueueHandle {
+        QueueHandle(Arc::new(QueueShared {
+            name: def.name.clone(),
+            vhost,
+            def,
+            place: Place::Remote(remote),
+        }))
+    }
+
     pub fn name(&self) -> &QueueName {
         &self.0.name
     }
@@ -148,12 +172,16 @@ impl QueueHandle {
 
     /// Send a command. A publish first waits for inbox credit (publisher backpressure).
     pub async fn send(&self, cmd: QueueCmd) -> Result<(), QueueGone> {
+        let local = match &self.0.place {
+            Place::Local(local) => local,
+            Place::Remote(remote) => return remote.send(self, cmd).await,
+        };
         if let QueueCmd::Publish { messages, .. } = &cmd {
-            let permits = self.0.credit_for(messages.len());
-            let credit = self.0.publish_credit.acquire_many(permits).await;
+            let permits = local.credit_for(messages.len());
+            let credit = local.publish_credit.acquire_many(permits).await;
             credit.map_err(|_| QueueGone)?.forget();
         }
-        self.0.tx.send(cmd).map_err(|_| QueueGone)
+        local.tx.send(cmd).map_err(|_| QueueGone)
     }
 
     /// Ask the queue something and wait for the answer.
@@ -168,11 +196,27 @@ impl QueueHandle {
 
     /// Stop the actor without further checks (its vhost was deleted).
     pub fn stop(&self) {
-        self.0.stop.notify_one();
+        if let Place::Local(local) = &self.0.place {
+            local.stop.notify_one();
+        }
     }
 
     pub fn same(&self, other: &QueueHandle) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether the queue runs on this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.0.place, Place::Local(_))
+    }
+
+    /// RabbitMQ's 404 for a queue whose home node is down, if it is; `None` when the queue
+    /// can be reached.
+    pub fn unreachable(&self) -> Option<AmqpError> {
+        match &self.0.place {
+            Place::Local(_) => None,
+            Place::Remote(remote) => remote.unreachable(&self.0),
+        }
     }
 }
 
@@ -188,6 +232,8 @@ struct MemoryLimits {
 
 struct QueueActor {
     shared: Arc<QueueShared>,
+    /// The actor's side of `shared`.
+    local: Arc<LocalQueue>,
     state: QueueState,
     consumers: HashMap<ConsumerId, Consumer>,
     broker: Weak<Broker>,
@@ -220,17 +266,21 @@ pub fn spawn(
         .config
         .queue_inbox_messages
         .clamp(1, Semaphore::MAX_PERMITS);
-    let shared = Arc::new(QueueShared {
-        name: def.name.clone(),
-        vhost: vhost.clone(),
-        def: def.clone(),
+    let local = Arc::new(LocalQueue {
         tx,
         publish_credit: Semaphore::new(inbox_messages),
         inbox_messages,
         stop: Notify::new(),
     });
+    let shared = Arc::new(QueueShared {
+        name: def.name.clone(),
+        vhost: vhost.clone(),
+        def: def.clone(),
+        place: Place::Local(local.clone()),
+    });
     let actor = QueueActor {
         shared: shared.clone(),
+        local,
         state: QueueState::new(def.name.clone(), vhost, options),
         consumers: HashMap::new(),
         broker: Arc::downgrade(broker),
@@ -263,13 +313,12 @@ const IDLE_BATCH: usize = 4;
 
 impl QueueActor {
     async fn run(mut self, rx: mpsc::UnboundedReceiver<QueueCmd>) {
-        let shared = self.shared.clone();
-        if shared.def.durable {
+        if self.shared.def.durable {
             self.recover().await;
         }
         self.serve(rx).await;
         // Publishers waiting for credit learn that the queue is gone.
-        shared.publish_credit.close();
+        self.local.publish_credit.close();
         if let Some(store) = self.store.take() {
             if self.deleted || self.stopped || !store.is_durable() {
                 store.destroy();
@@ -284,7 +333,7 @@ impl QueueActor {
             let flow_timer = tokio::time::sleep_until(recheck.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 n = rx.recv_many(&mut cmds, BATCH) => if n == 0 { break },
-                _ = self.shared.stop.notified() => {
+                _ = self.local.stop.notified() => {
                     self.stopped = true;
                     break;
                 }
@@ -329,7 +378,7 @@ impl QueueActor {
     fn handle(&mut self, cmd: QueueCmd) {
         match cmd {
             QueueCmd::Publish { messages, confirm } => {
-                let permits = self.shared.credit_for(messages.len());
+                let permits = self.local.credit_for(messages.len());
                 self.flow.hold(permits as usize);
                 self.publish(messages, confirm);
             }
@@ -424,7 +473,7 @@ impl QueueActor {
         let backlog = self.state.message_count() as usize;
         let (permits, recheck) = self.flow.settle(backlog, Instant::now());
         if permits > 0 {
-            self.shared.publish_credit.add_permits(permits);
+            self.local.publish_credit.add_permits(permits);
         }
         recheck
     }

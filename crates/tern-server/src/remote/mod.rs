@@ -1,0 +1,159 @@
+//! Queues on other nodes: any node serves any queue.
+//!
+//! A classic queue runs on one node, its home (`QueueDef::home`). Every other node holds a
+//! [`RemoteQueue`] for it behind the same [`QueueHandle`] connections use for local queues,
+//! so the channel code does not know where a queue runs: the commands it sends
+//! ([`QueueCmd`]) are carried to the home node as `tern_cluster::queue_ops`, and what they
+//! wait for comes back the way a local queue answers — a one-shot answer, a confirm, a
+//! delivery in the connection's inbox. One-shot senders and connection sinks never cross a
+//! link: each side keeps them and the link carries ids.
+//!
+//! - `origin`: the side of the node a client is connected to: commands out; deliveries,
+//!   cancellations and confirms in.
+//! - `home`: the queue's node: operations in, applied to the queue's actor in the order they
+//!   came (one forwarder task per peer and queue, so one slow queue does not hold up another);
+//!   what the queue sends the peer's consumers goes back over the link.
+//!
+//! Bounds: a node has at most `queue_inbox_messages` messages of one remote queue's publishes
+//! in flight (sent, not yet taken in by the queue), as a local publisher has in the queue's
+//! inbox; the link's send queue and calls in flight bound the rest. Deliveries are bounded by
+//! consumer credit, as for local consumers.
+//!
+//! When a link goes down, each side cleans up what went through it: the home node closes the
+//! peer's channels on its queues (their unacknowledged messages are requeued), the other node
+//! cancels its consumers of the peer's queues (clients get basic.cancel) and nacks the
+//! publishes that waited for a confirm from there.
+
+mod home;
+mod origin;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_cluster::handshake::Peer;
+use tern_cluster::link::{Answer, Handler, Link};
+use tern_cluster::nodes::Nodes;
+use tern_cluster::queue_ops::QueueOp;
+use tern_cluster::wire::Service;
+
+use crate::broker::Broker;
+use crate::connection::requeue;
+#[cfg(doc)]
+use crate::queue_actor::{QueueCmd, QueueHandle};
+
+pub use origin::RemoteQueue;
+
+/// How long a command that has an answer waits for the home node's.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This node's side of every remote queue, and its service for the queues homed here.
+pub struct RemoteQueues {
+    broker: Weak<Broker>,
+    nodes: OnceLock<Nodes>,
+    origin: origin::Origin,
+    home: home::Home,
+    /// The link to each peer whose loss is being watched.
+    watched: Mutex<HashMap<String, Link>>,
+}
+
+impl RemoteQueues {
+    pub fn new(broker: Weak<Broker>) -> Arc<RemoteQueues> {
+        Arc::new(RemoteQueues {
+            broker,
+            nodes: OnceLock::new(),
+            origin: origin::Origin::default(),
+            home: home::Home::default(),
+            watched: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The node's links, once the cluster has started.
+    pub fn set_nodes(&self, nodes: Nodes) {
+        let _ = self.nodes.set(nodes);
+    }
+
+    /// What serves `Service::Queue` for the node's links.
+    pub fn service(self: &Arc<Self>) -> Arc<dyn Handler> {
+        Arc::new(QueueService(self.clone()))
+    }
+
+    /// The live link to `node`, watched for its loss.
+    fn link(self: &Arc<Self>, node: &str) -> Option<Link> {
+        let link = self.nodes.get()?.link(node).filter(|l| !l.is_down())?;
+        self.watch(&link);
+        Some(link)
+    }
+
+    /// Clean up after `link` once it goes down (see the module docs).
+    fn watch(self: &Arc<Self>, link: &Link) {
+        let peer = link.peer().node_name.clone();
+        {
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if watched.get(&peer).is_some_and(|l| l.same(link)) {
+                return;
+            }
+            watched.insert(peer.clone(), link.clone());
+        }
+        let (this, link) = (self.clone(), link.clone());
+        tokio::spawn(async move {
+            link.down().await;
+            this.watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, l| !l.same(&link));
+            this.origin.link_lost(&peer);
+            this.home_link_lost(&link).await;
+        });
+    }
+}
+
+impl RemoteQueues {
+    /// A one-way operation: what a home node sends back, or settlement for a queue here.
+    fn serve_cast(self: &Arc<Self>, from: &Peer, op: QueueOp) {
+        match op {
+            QueueOp::Deliver { queue, deliveries } => {
+                let orphans = self.origin.deliver(deliveries);
+                let broker = self.broker.upgrade();
+                let handle = broker.and_then(|b| b.queue(&queue.vhost, &queue.name));
+                if let (false, Some(handle)) = (orphans.is_empty(), handle) {
+                    tokio::spawn(async move { requeue(&handle, orphans).await });
+                }
+            }
+            QueueOp::Cancelled { consumer } => self.origin.cancelled(consumer),
+            QueueOp::Confirmed { id, ok } => self.origin.confirm(id, ok),
+            op => self.serve_settle(from, op),
+        }
+    }
+}
+
+/// The `Service::Queue` handler: operations for queues homed here, and what queues homed
+/// elsewhere send back.
+struct QueueService(Arc<RemoteQueues>);
+
+type Reply = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+impl Handler for QueueService {
+    fn call(&self, from: &Peer, _service: Service, body: Bytes) -> Reply {
+        match QueueOp::decode(body) {
+            Ok(op) => self.0.serve_call(from, op),
+            Err(e) => refuse(e.to_string()),
+        }
+    }
+
+    fn cast(&self, from: &Peer, _service: Service, body: Bytes) {
+        match QueueOp::decode(body) {
+            Ok(op) => self.0.serve_cast(from, op),
+            Err(e) => {
+                tracing::warn!(peer = %from.node_name, error = %e, "bad queue operation from a node")
+            }
+        }
+    }
+}
+
+fn refuse(why: String) -> Reply {
+    Box::pin(async move { Err(why) })
+}
