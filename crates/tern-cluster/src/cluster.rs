@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -49,6 +49,12 @@ pub enum Control {
     /// From a member that does not lead: write this change. Answered with the log index it
     /// got and its outcome.
     Write(MetaCommand),
+    /// From a fresh node: let me join; answered with its id (`membership`).
+    Join { name: String },
+    /// From a node that joined and runs its member: make it a voter.
+    Promote { id: NodeId, name: String },
+    /// Take this node (not running) out of the cluster.
+    Forget { name: String },
 }
 
 /// A node that is a member of the cluster's metadata group.
@@ -56,6 +62,7 @@ pub struct Cluster {
     nodes: Nodes,
     id: NodeId,
     meta: Arc<MetaRaft>,
+    calls: Arc<ClusterCalls>,
 }
 
 impl Cluster {
@@ -72,11 +79,14 @@ impl Cluster {
         let (forms_tx, forms) = mpsc::channel(4);
         let calls = Arc::new(ClusterCalls {
             meta: OnceLock::new(),
+            nodes: OnceLock::new(),
+            joins: Mutex::new(BTreeMap::new()),
             forms: forms_tx,
             queues: config.queues.clone(),
         });
         let me = config.nodes.identity.node_name.clone();
         let nodes = Nodes::start(config.nodes, Arc::new(calls.clone()), listener);
+        let _ = calls.nodes.set(nodes.clone());
         config.peers.iter().for_each(|a| nodes.dial(a.clone()));
         let record = NodeRecord::load(vfs.as_ref(), dir)?;
         let start = Starter {
@@ -85,7 +95,7 @@ impl Cluster {
             shared,
             nodes: nodes.clone(),
             timing: config.timing,
-            calls,
+            calls: calls.clone(),
         };
         let (id, meta) = match record {
             Some(record) if record.name == me => (record.id, start.member(record.id).await?),
@@ -97,7 +107,21 @@ impl Cluster {
             }
             None => start.form(&config.peers, forms).await?,
         };
-        Ok(Cluster { nodes, id, meta })
+        Ok(Cluster {
+            nodes,
+            id,
+            meta,
+            calls,
+        })
+    }
+
+    /// Take `node` (stopped) out of the cluster, through the leader.
+    pub async fn forget(&self, node: &str) -> Result<(), MetaError> {
+        let forget = Control::Forget {
+            name: node.to_string(),
+        };
+        let answer = self.calls.on_leader(forget.encode(), forget).await;
+        answer.map(|_| ()).map_err(MetaError::Unavailable)
     }
 
     pub fn id(&self) -> NodeId {
@@ -221,6 +245,10 @@ impl Starter {
     ) -> Result<(NodeId, Arc<MetaRaft>), MetaError> {
         let me = self.nodes.identity().node_name.clone();
         let mut names = self.nodes.resolve_all(peers).await;
+        names.retain(|n| *n != me);
+        if let Some(id) = self.ask_to_join(&names).await {
+            return self.join(id, &names).await;
+        }
         names.push(me.clone());
         names.sort();
         names.dedup();
@@ -300,6 +328,9 @@ impl Starter {
 /// requests to the forming.
 struct ClusterCalls {
     meta: OnceLock<Arc<MetaRaft>>,
+    nodes: OnceLock<Nodes>,
+    /// Ids given to joining nodes not yet promoted (on the leader).
+    joins: Mutex<BTreeMap<NodeId, String>>,
     forms: mpsc::Sender<FormRequest>,
     queues: Option<Arc<dyn Handler>>,
 }
@@ -390,20 +421,35 @@ impl ClusterCalls {
         }
     }
 
+    fn pending_joins(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, String>> {
+        self.joins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn control(&self, body: Bytes) -> Answer {
-        match Control::decode(body)? {
+        match Control::decode(body.clone())? {
             Control::Write(cmd) => self.write(cmd).await,
             Control::Form { members } => {
-                if self.meta.get().is_some() {
-                    return Err("already a member of a cluster".into());
+                if let Some(raft) = self.meta.get() {
+                    return already_formed(raft, &members);
                 }
                 let (tx, rx) = oneshot::channel();
                 let sent = self.forms.send((members, tx)).await;
                 sent.map_err(|_| "no longer forming".to_string())?;
                 rx.await.map_err(|_| "no longer forming".to_string())?
             }
+            change => self.on_leader(body, change).await,
         }
     }
+}
+
+/// A Form to a node that already runs its member: fine if the seed's list is the one it
+/// started from (a repeated request), refused otherwise.
+fn already_formed(raft: &MetaRaft, members: &BTreeMap<NodeId, String>) -> Answer {
+    let known: BTreeMap<NodeId, String> = raft.members().into_iter().collect();
+    if known.is_empty() || known == *members {
+        return Ok(Bytes::new());
+    }
+    Err("already a member of a cluster".into())
 }
 
 impl Control {
@@ -413,6 +459,19 @@ impl Control {
             Control::Write(cmd) => {
                 out.put_u8(2);
                 encode_command(cmd, &mut out);
+            }
+            Control::Join { name } => {
+                out.put_u8(3);
+                put_name(&mut out, name);
+            }
+            Control::Promote { id, name } => {
+                out.put_u8(4);
+                out.put_u64(*id);
+                put_name(&mut out, name);
+            }
+            Control::Forget { name } => {
+                out.put_u8(5);
+                put_name(&mut out, name);
             }
             Control::Form { members } => {
                 out.put_u8(1);
@@ -429,6 +488,9 @@ impl Control {
 
     pub fn decode(mut b: Bytes) -> Result<Control, String> {
         let bad = || "a malformed control request".to_string();
+        if matches!(b.first(), Some(3..=5)) {
+            return decode_membership(b).ok_or_else(bad);
+        }
         if b.first() == Some(&2) {
             b.advance(1);
             let cmd = decode_command(&mut b).map_err(|e| e.to_string())?;
@@ -464,6 +526,44 @@ impl Control {
         }
         Ok(Control::Form { members })
     }
+}
+
+fn put_name(out: &mut BytesMut, name: &str) {
+    out.put_u16(name.len() as u16);
+    out.put_slice(name.as_bytes());
+}
+
+fn get_name(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let len = b.get_u16() as usize;
+    if b.remaining() < len {
+        return None;
+    }
+    String::from_utf8(b.split_to(len).to_vec()).ok()
+}
+
+fn decode_membership(mut b: Bytes) -> Option<Control> {
+    let control = match b.get_u8() {
+        3 => Control::Join {
+            name: get_name(&mut b)?,
+        },
+        4 => {
+            if b.remaining() < 8 {
+                return None;
+            }
+            let id = b.get_u64();
+            Control::Promote {
+                id,
+                name: get_name(&mut b)?,
+            }
+        }
+        _ => Control::Forget {
+            name: get_name(&mut b)?,
+        },
+    };
+    b.is_empty().then_some(control)
 }
 
 /// This node's name and id, kept in its metadata directory once the cluster gave it an id.
@@ -521,5 +621,6 @@ fn store_error(e: std::io::Error) -> MetaError {
     MetaError::Store(tern_store::StoreError::from(e))
 }
 
+mod membership;
 #[cfg(test)]
 mod tests;

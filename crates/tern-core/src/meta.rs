@@ -154,6 +154,11 @@ pub enum MetaCommand {
     DropNodeTransient {
         node: ShortStr,
     },
+    /// A node left the cluster for good (`forget_cluster_node`): every queue homed on it goes,
+    /// as RabbitMQ drops a forgotten node's classic queues.
+    ForgetNode {
+        node: ShortStr,
+    },
     /// Users and permissions.
     Access(AccessCommand),
     /// Several commands as one log entry (a definitions import writes one per chunk): applied
@@ -195,8 +200,9 @@ pub enum MetaOutcome {
         existed: bool,
         queues: Vec<QueueName>,
     },
-    /// The queues that went, for their actors to be stopped.
-    TransientDropped {
+    /// The queues that went (DropTransient, DropNodeTransient, ForgetNode), for their actors
+    /// to be stopped.
+    QueuesDropped {
         queues: Vec<(VhostName, QueueName)>,
     },
     AccessChanged {
@@ -329,7 +335,8 @@ impl Metadata {
             MetaCommand::AddVhost { name } => Ok(self.add_vhost(name)),
             MetaCommand::DeleteVhost { name } => Ok(self.delete_vhost(&name)),
             MetaCommand::DropTransient => Ok(self.drop_transient()),
-            MetaCommand::DropNodeTransient { node } => Ok(self.drop_node_transient(&node)),
+            MetaCommand::DropNodeTransient { node } => Ok(self.drop_node_queues(&node, false)),
+            MetaCommand::ForgetNode { node } => Ok(self.drop_node_queues(&node, true)),
             MetaCommand::Access(cmd) => self.apply_access(cmd),
             MetaCommand::Batch(_) => Err(AmqpError::new(
                 ReplyCode::InternalError,
@@ -347,12 +354,13 @@ impl Metadata {
         Ok(MetaOutcome::AccessChanged { changed })
     }
 
-    fn drop_node_transient(&mut self, node: &ShortStr) -> MetaOutcome {
+    /// `node`'s non-durable queues, or (`durable_too`) all of them, go.
+    fn drop_node_queues(&mut self, node: &ShortStr, durable_too: bool) -> MetaOutcome {
         let mut dropped = Vec::new();
         for (vhost, vh) in self.vhosts.iter_mut() {
             let queues: Vec<QueueName> = vh
                 .queues()
-                .filter(|q| !q.durable && q.home.as_ref() == Some(node))
+                .filter(|q| (durable_too || !q.durable) && q.home.as_ref() == Some(node))
                 .map(|q| q.name.clone())
                 .collect();
             let mut fx = Effects::default();
@@ -365,7 +373,7 @@ impl Metadata {
             }
             dropped.extend(queues.into_iter().map(|q| (vhost.clone(), q)));
         }
-        MetaOutcome::TransientDropped { queues: dropped }
+        MetaOutcome::QueuesDropped { queues: dropped }
     }
 
     /// How many queues each node is home to (a node with none is not listed).
@@ -404,7 +412,7 @@ impl Metadata {
             }
             dropped.extend(queues.into_iter().map(|q| (vhost.clone(), q)));
         }
-        MetaOutcome::TransientDropped { queues: dropped }
+        MetaOutcome::QueuesDropped { queues: dropped }
     }
 
     /// Run a command against one vhost; on success recompile what it touched.

@@ -444,6 +444,24 @@ impl Broker {
         }
     }
 
+    /// Take `node` (stopped) out of the cluster, and the queues homed on it with it (as
+    /// RabbitMQ's forget_cluster_node does); how many queues went.
+    pub async fn forget_node(self: &Arc<Self>, node: &str) -> Result<usize, String> {
+        let Some(MetaStore::Cluster(cluster)) = self.store.get() else {
+            return Err("this node is not clustered".into());
+        };
+        cluster.forget(node).await.map_err(|e| e.to_string())?;
+        let cmd = MetaCommand::ForgetNode { node: node.into() };
+        match self.apply(cmd).await {
+            Ok(MetaOutcome::QueuesDropped { queues }) => Ok(queues.len()),
+            Ok(_) => Ok(0),
+            Err(e) => Err(format!(
+                "{node} was forgotten, but not its queues: {}",
+                e.message
+            )),
+        }
+    }
+
     /// Clean shutdown: every queue makes what it wrote durable, then the metadata group stops.
     pub async fn close(&self) {
         let queues: Vec<QueueHandle> = {
@@ -668,7 +686,7 @@ impl Broker {
                     stop(&mut queues, (vhost.clone(), name.clone()));
                 }
             }
-            (MetaOutcome::TransientDropped { queues: gone }, _) => {
+            (MetaOutcome::QueuesDropped { queues: gone }, _) => {
                 for key in gone {
                     stop(&mut queues, key.clone());
                 }
@@ -874,6 +892,7 @@ fn command_vhost(cmd: &MetaCommand) -> Option<&VhostName> {
         MetaCommand::AddVhost { name } | MetaCommand::DeleteVhost { name } => name,
         MetaCommand::DropTransient
         | MetaCommand::DropNodeTransient { .. }
+        | MetaCommand::ForgetNode { .. }
         | MetaCommand::Access(_)
         | MetaCommand::Batch(_) => return None,
     };

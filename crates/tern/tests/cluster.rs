@@ -217,6 +217,57 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
     let all_running: Vec<(String, bool)> = names.iter().map(|n| (n.to_string(), true)).collect();
     assert_eq!(listed, all_running);
 
+    // A fourth, fresh node given the cluster's addresses joins it by itself.
+    let mut spec = spec;
+    spec.ports.push(free_port());
+    let mut n4 = spec.launch(3);
+    n4.server.ready();
+    let four = [
+        "n1@localhost",
+        "n2@localhost",
+        "n3@localhost",
+        "n4@localhost",
+    ];
+    let status = cluster_status(&nodes[0].dir);
+    assert_eq!(status["running_nodes"], serde_json::json!(four), "{status}");
+    let (_c4, on_4) = channel(&n4).await;
+    declare(&on_4, "on-4", false).await;
+    let joined = ctl(&n4.dir, &["join_cluster", "n1@localhost"]);
+    let said = String::from_utf8_lossy(&joined.stdout);
+    assert!(said.contains("already a member"), "{said}");
+
+    // Running, it cannot be forgotten; stopped, it can, and its queue goes with it.
+    let refused = ctl(&nodes[0].dir, &["forget_cluster_node", "n4@localhost"]);
+    assert!(!refused.status.success());
+    n4.server.terminate();
+    assert!(n4.server.wait_exit(Duration::from_secs(20)).success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let forgot = ctl(&nodes[0].dir, &["forget_cluster_node", "n4@localhost"]);
+        if forgot.status.success() {
+            break;
+        }
+        // The others may still hold their links to n4 for a heartbeat or two.
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&forgot.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = cluster_status(&nodes[1].dir);
+    assert_eq!(status["disk_nodes"], serde_json::json!(names), "{status}");
+    let (_c2, on_2) = channel(&nodes[1]).await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = on_2
+        .queue_declare("on-4", passive, FieldTable::default())
+        .await
+        .expect_err("forgotten with its node");
+    assert_eq!(protocol_code(&gone), Some(404), "{gone}");
+
     // n2 and n3 stop: n1 alone has no majority, and a change fails in seconds.
     for node in &nodes[1..] {
         node.server.terminate();

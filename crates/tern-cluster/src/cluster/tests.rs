@@ -157,6 +157,57 @@ async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_
     }
 }
 
+/// A fresh node whose peers are a running cluster joins it (learner, then voter) and gets
+/// what was written before; stopped, it can be forgotten, and a running node cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_joins_a_running_cluster_and_a_stopped_one_is_forgotten() {
+    let (listeners, peers) = three_listeners().await;
+    let disks = [SimFs::new(), SimFs::new(), SimFs::new()];
+    let names = ["n1@h", "n2@h", "n3@h"];
+    let starts = names
+        .iter()
+        .zip(listeners)
+        .zip(&disks)
+        .map(|((name, l), fs)| start(name, l, peers.clone(), fs.clone()));
+    let members = futures_join(starts).await;
+    let all: Vec<&Cluster> = members.iter().collect();
+    let index = write(&all, exchange("before-join")).await;
+
+    // n4 knows only the running cluster's addresses.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let n4 = start("n4@h", listener, peers.clone(), SimFs::new()).await;
+    assert_eq!(n4.id(), 4, "the next free id");
+    n4.meta()
+        .await_applied(index, STEP)
+        .await
+        .expect("caught up");
+    assert!(has_exchange(&n4, "before-join"));
+    let voters: Vec<NodeId> = members[0].meta().voters().into_iter().collect();
+    assert_eq!(voters, [1, 2, 3, 4], "a voter, not only a learner");
+
+    // A running node cannot be forgotten; a stopped one can, and the rest go on.
+    let refused = members[1].forget("n4@h").await.expect_err("n4 runs");
+    assert!(refused.to_string().contains("running"), "{refused}");
+    n4.shutdown().await;
+    let forgotten = tokio::time::timeout(STEP, async {
+        loop {
+            match members[1].forget("n4@h").await {
+                Ok(()) => return,
+                // The leader may still have its link to n4 for a moment.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    forgotten.await.expect("forgotten in time");
+    let voters: Vec<NodeId> = members[0].meta().voters().into_iter().collect();
+    assert_eq!(voters, [1, 2, 3]);
+    let index = write(&all, exchange("after-forget")).await;
+    for c in &members {
+        c.meta().await_applied(index, STEP).await.expect("applied");
+        c.shutdown().await;
+    }
+}
+
 /// Run the futures at once (each is a node starting; they wait for each other).
 async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
@@ -186,6 +237,24 @@ fn control_requests_decode_to_themselves_and_malformed_ones_are_refused() {
     assert_eq!(Control::decode(bytes.clone()), Ok(write));
     for cut in 0..bytes.len() {
         assert!(Control::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    for membership in [
+        Control::Join {
+            name: "n4@h".into(),
+        },
+        Control::Promote {
+            id: 4,
+            name: "n4@h".into(),
+        },
+        Control::Forget {
+            name: "n4@h".into(),
+        },
+    ] {
+        let bytes = membership.encode();
+        assert_eq!(Control::decode(bytes.clone()), Ok(membership));
+        for cut in 0..bytes.len() {
+            assert!(Control::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
     }
     let mut huge = BytesMut::new();
     huge.put_u8(1);

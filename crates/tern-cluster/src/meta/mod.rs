@@ -87,6 +87,14 @@ impl MetaError {
     }
 }
 
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MetaError {
+    match e {
+        RaftError::Fatal(Fatal::Stopped) => MetaError::Stopped,
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MetaError::NotLeader,
+        e => MetaError::Unavailable(e.to_string()),
+    }
+}
+
 fn raft_error(e: impl std::fmt::Display) -> MetaError {
     MetaError::Raft(e.to_string())
 }
@@ -219,6 +227,45 @@ impl MetaRaft {
         let metrics = metrics.borrow();
         let nodes = metrics.membership_config.membership().nodes();
         nodes.map(|(id, n)| (*id, n.addr.clone())).collect()
+    }
+
+    /// The voting members' ids.
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Add member `id` (node `name`) as a learner, wait until it has caught up, then make it
+    /// a voter: two membership changes, the second through joint consensus. On the leader.
+    pub async fn add_voter(&self, id: NodeId, name: String) -> Result<(), MetaError> {
+        if !self.voters().contains(&id) {
+            let node = BasicNode::new(name);
+            self.raft
+                .add_learner(id, node, true)
+                .await
+                .map_err(membership_error)?;
+        }
+        let mut voters = self.voters();
+        if voters.insert(id) {
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(())
+    }
+
+    /// Take member `id` out of the group (joint consensus). On the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), MetaError> {
+        let mut voters = self.voters();
+        if voters.remove(&id) {
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(())
     }
 
     /// The node name of member `id`, as the membership records it.

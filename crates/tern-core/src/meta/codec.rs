@@ -47,6 +47,7 @@ mod tag {
     pub const ACCESS: u8 = 10;
     pub const BATCH: u8 = 11;
     pub const DROP_NODE_TRANSIENT: u8 = 12;
+    pub const FORGET_NODE: u8 = 13;
 }
 
 pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
@@ -113,6 +114,10 @@ pub fn encode_command(cmd: &MetaCommand, out: &mut BytesMut) {
             out.put_u8(tag::DROP_NODE_TRANSIENT);
             put_str(out, node);
         }
+        MetaCommand::ForgetNode { node } => {
+            out.put_u8(tag::FORGET_NODE);
+            put_str(out, node);
+        }
         MetaCommand::Access(cmd) => {
             out.put_u8(tag::ACCESS);
             put_access(out, cmd);
@@ -176,6 +181,9 @@ pub fn decode_command(buf: &mut Bytes) -> Result<MetaCommand, CodecError> {
         },
         tag::DROP_TRANSIENT => MetaCommand::DropTransient,
         tag::DROP_NODE_TRANSIENT => MetaCommand::DropNodeTransient {
+            node: get_str(buf)?,
+        },
+        tag::FORGET_NODE => MetaCommand::ForgetNode {
             node: get_str(buf)?,
         },
         tag::ACCESS => MetaCommand::Access(get_access(buf)?),
@@ -502,6 +510,7 @@ mod tests {
             vh().prop_map(|name| MetaCommand::DeleteVhost { name }),
             Just(MetaCommand::DropTransient),
             name().prop_map(|node| MetaCommand::DropNodeTransient { node }),
+            name().prop_map(|node| MetaCommand::ForgetNode { node }),
             access().prop_map(MetaCommand::Access),
         ]
     }

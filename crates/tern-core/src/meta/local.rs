@@ -53,6 +53,7 @@ impl Metadata {
             MetaCommand::DeleteVhost { name } => !self.vhost_exists(name),
             MetaCommand::DropTransient
             | MetaCommand::DropNodeTransient { .. }
+            | MetaCommand::ForgetNode { .. }
             | MetaCommand::Batch(_) => false,
             MetaCommand::Access(AccessCommand::Bootstrap { .. }) => self.access().bootstrapped(),
             MetaCommand::Access(_) => false,

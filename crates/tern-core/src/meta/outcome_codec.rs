@@ -79,7 +79,7 @@ fn put_outcome(out: &mut BytesMut, o: &MetaOutcome) {
             flag(out, tag::VHOST_DELETED, *existed);
             put_names(out, queues.iter().map(|n| &n.0));
         }
-        MetaOutcome::TransientDropped { queues } => {
+        MetaOutcome::QueuesDropped { queues } => {
             out.put_u8(tag::TRANSIENT_DROPPED);
             out.put_u32(queues.len() as u32);
             for (vhost, queue) in queues {
@@ -140,7 +140,7 @@ fn get_outcome(buf: &mut Bytes) -> Result<MetaOutcome, CodecError> {
             for _ in 0..get_count(buf, 2)? {
                 queues.push((VhostName(get_str(buf)?), QueueName(get_str(buf)?)));
             }
-            MetaOutcome::TransientDropped { queues }
+            MetaOutcome::QueuesDropped { queues }
         }
         tag::ACCESS_CHANGED => MetaOutcome::AccessChanged {
             changed: get_bool(buf)?,
@@ -267,7 +267,7 @@ mod tests {
                 existed: true,
                 queues: vec![QueueName::from("q")],
             },
-            MetaOutcome::TransientDropped {
+            MetaOutcome::QueuesDropped {
                 queues: vec![(VhostName::from("/"), QueueName::from("t"))],
             },
             MetaOutcome::AccessChanged { changed: false },

@@ -116,7 +116,7 @@ fn dropping_transient_definitions_keeps_only_the_durable_ones() {
     auto.auto_delete = true;
     ok(&mut meta, declare_x(auto));
     ok(&mut meta, bind("auto", to_q("scratch"), ""));
-    let MetaOutcome::TransientDropped { mut queues } = ok(&mut meta, MetaCommand::DropTransient)
+    let MetaOutcome::QueuesDropped { mut queues } = ok(&mut meta, MetaCommand::DropTransient)
     else {
         panic!("not a drop");
     };
@@ -157,7 +157,7 @@ fn a_node_drops_only_its_own_transient_queues() {
     declare(&mut meta, "a-durable", "tern@a", true);
     declare(&mut meta, "b-transient", "tern@b", false);
     let node = ShortStr::from("tern@a");
-    let MetaOutcome::TransientDropped { queues } =
+    let MetaOutcome::QueuesDropped { queues } =
         ok(&mut meta, MetaCommand::DropNodeTransient { node })
     else {
         panic!("not a drop");
@@ -172,4 +172,14 @@ fn a_node_drops_only_its_own_transient_queues() {
     let homes = meta.queues_per_home();
     assert_eq!(homes.get(&ShortStr::from("tern@a")), Some(&1));
     assert_eq!(homes.get(&ShortStr::from("tern@b")), Some(&1));
+
+    // Forgotten, a node's queues all go, durable ones too.
+    let node = ShortStr::from("tern@a");
+    let MetaOutcome::QueuesDropped { queues } = ok(&mut meta, MetaCommand::ForgetNode { node })
+    else {
+        panic!("not a drop");
+    };
+    assert_eq!(queues, vec![(vhost.clone(), QueueName::from("a-durable"))]);
+    let left: Vec<String> = meta.queues(&vhost).map(|q| q.name.to_string()).collect();
+    assert_eq!(left, ["b-transient"]);
 }

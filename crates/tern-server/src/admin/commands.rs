@@ -36,10 +36,15 @@ pub async fn execute(broker: &Arc<Broker>, req: AdminRequest) -> AdminReply {
         | "list_topic_permissions" => broker.with_meta(|m| list(m, &vhost, name, rest)),
         "list_queues" | "list_exchanges" | "list_bindings" | "list_connections"
         | "list_channels" | "list_consumers" => lists::list(broker, &vhost, name, rest).await,
-        "status" | "cluster_status" | "purge_queue" | "delete_queue" | "close_connection"
-        | "export_definitions" | "import_definitions" => {
-            node::execute(broker, &vhost, name, rest, req.body).await
-        }
+        "status"
+        | "cluster_status"
+        | "purge_queue"
+        | "delete_queue"
+        | "close_connection"
+        | "export_definitions"
+        | "import_definitions"
+        | "forget_cluster_node"
+        | "join_cluster" => node::execute(broker, &vhost, name, rest, req.body).await,
         other => Err(format!("unknown command '{other}'")),
     };
     result.unwrap_or_else(AdminReply::failed)

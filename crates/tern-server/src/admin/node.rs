@@ -1,5 +1,6 @@
-//! `status`, `cluster_status`, `purge_queue`, `delete_queue`, `close_connection`, `export_definitions`,
-//! `import_definitions`: rabbitmqctl's names, the management API's code underneath.
+//! `status`, `cluster_status`, `forget_cluster_node`, `join_cluster`, `purge_queue`,
+//! `delete_queue`, `close_connection`, `export_definitions`, `import_definitions`: rabbitmqctl's
+//! names, the management API's code underneath.
 
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ pub async fn execute(
     match (command, args) {
         ("status", []) => Ok(status(broker).await),
         ("cluster_status", []) => Ok(cluster_status(broker)),
+        ("forget_cluster_node", [node]) => forget(broker, node).await,
+        ("join_cluster", [node]) => join(broker, node),
+        ("forget_cluster_node" | "join_cluster", _) => Err(usage(command, "<node>")),
         ("purge_queue", [name]) => purge(broker, vhost, name).await,
         ("delete_queue", [name, flags @ ..]) => delete(broker, vhost, name, flags).await,
         ("close_connection", [name, explanation]) => close(broker, name, explanation),
@@ -106,6 +110,30 @@ async fn import(broker: &Arc<Broker>, body: Option<Value>) -> Outcome {
     let mut reply = AdminReply::done(format!("Imported {imported} definitions"));
     reply.body = Some(json!({"imported": imported}));
     Ok(reply)
+}
+
+async fn forget(broker: &Arc<Broker>, node: &str) -> Outcome {
+    let queues = broker.forget_node(node).await?;
+    Ok(AdminReply::done(format!(
+        "Removing node {node} from the cluster\n{queues} queues homed on it deleted"
+    )))
+}
+
+/// A running node joins no cluster: a fresh node started with the cluster's addresses as its
+/// peers does, by itself. Say so, or that it is in already.
+fn join(broker: &Broker, node: &str) -> Outcome {
+    let me = broker.node_name();
+    if broker.cluster_nodes().iter().any(|(n, _)| n == node) && node != me {
+        return Ok(AdminReply::done(format!(
+            "Clustering node {me} with {node}\nThe node is already a member of this cluster"
+        )));
+    }
+    Err(format!(
+        "{me} cannot join {node}'s cluster while it runs with its own data: stop it, move its \
+         data directory aside, and start it with --cluster-peers naming {node}'s cluster \
+         address (and the cluster's --cluster-secret-file): a fresh node joins by itself \
+         (docs/clustering.md)"
+    ))
 }
 
 /// rabbitmqctl's cluster_status: every node and whether it runs, as rows; in `body` as its JSON
