@@ -37,8 +37,9 @@ pub struct ClusterConfig {
     /// Peer addresses (`host:port`); may include this node's own.
     pub peers: Vec<String>,
     pub timing: Timing,
-    /// Who serves `Service::Queue` (the broker's queues); `None` refuses such calls.
-    pub queues: Option<Arc<dyn Handler>>,
+    /// Who serves the broker's services (`Service::Queue`, `Service::Node`); `None` refuses
+    /// such calls.
+    pub broker: Option<Arc<dyn Handler>>,
 }
 
 /// A request between nodes about the cluster itself (the body of a `Service::Control` call).
@@ -82,7 +83,7 @@ impl Cluster {
             nodes: OnceLock::new(),
             joins: Mutex::new(BTreeMap::new()),
             forms: forms_tx,
-            queues: config.queues.clone(),
+            broker: config.broker.clone(),
         });
         let me = config.nodes.identity.node_name.clone();
         let nodes = Nodes::start(config.nodes, Arc::new(calls.clone()), listener);
@@ -332,7 +333,7 @@ struct ClusterCalls {
     /// Ids given to joining nodes not yet promoted (on the leader).
     joins: Mutex<BTreeMap<NodeId, String>>,
     forms: mpsc::Sender<FormRequest>,
-    queues: Option<Arc<dyn Handler>>,
+    broker: Option<Arc<dyn Handler>>,
 }
 
 impl Handler for Arc<ClusterCalls> {
@@ -342,10 +343,10 @@ impl Handler for Arc<ClusterCalls> {
         service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
-        if service == Service::Queue {
-            return match &self.queues {
-                Some(queues) => queues.call(from, service, body),
-                None => Box::pin(async { Err("this node serves no queues".into()) }),
+        if matches!(service, Service::Queue | Service::Node) {
+            return match &self.broker {
+                Some(broker) => broker.call(from, service, body),
+                None => Box::pin(async { Err("this node serves no broker".into()) }),
             };
         }
         let this = self.clone();
@@ -357,14 +358,14 @@ impl Handler for Arc<ClusterCalls> {
                 },
                 Service::Raft { group } => Err(format!("no Raft group {group} on this node")),
                 Service::Control => this.control(body).await,
-                Service::Queue => Err("this node serves no queues".into()),
+                Service::Queue | Service::Node => Err("this node serves no broker".into()),
             }
         })
     }
 
     fn cast(&self, from: &Peer, service: Service, body: Bytes) {
-        if let (Service::Queue, Some(queues)) = (service, &self.queues) {
-            queues.cast(from, service, body);
+        if let (Service::Queue | Service::Node, Some(broker)) = (service, &self.broker) {
+            broker.cast(from, service, body);
         }
     }
 }

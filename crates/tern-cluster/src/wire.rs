@@ -72,6 +72,9 @@ pub enum Service {
     /// Operations on queues whose home is the receiving node, and what those queues send
     /// back (deliveries, confirms): `queue_ops`.
     Queue,
+    /// What a node says of itself to the others (its alarms, memory, disk: health checks and
+    /// `/api/nodes`), as JSON.
+    Node,
 }
 
 /// A frame of the node-to-node protocol.
@@ -118,6 +121,7 @@ mod service {
     pub const RAFT: u8 = 1;
     pub const CONTROL: u8 = 2;
     pub const QUEUE: u8 = 3;
+    pub const NODE: u8 = 4;
 }
 
 /// Append our preamble and version.
@@ -208,6 +212,7 @@ fn put_service(out: &mut BytesMut, service: &Service) {
         }
         Service::Control => out.put_u8(service::CONTROL),
         Service::Queue => out.put_u8(service::QUEUE),
+        Service::Node => out.put_u8(service::NODE),
     }
 }
 
@@ -299,6 +304,7 @@ fn get_service(b: &mut Bytes) -> Result<Service, WireError> {
         }),
         service::CONTROL => Ok(Service::Control),
         service::QUEUE => Ok(Service::Queue),
+        service::NODE => Ok(Service::Node),
         _ => Err(WireError::Field("service")),
     }
 }

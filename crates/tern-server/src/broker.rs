@@ -395,8 +395,8 @@ impl Broker {
         let store = match cluster {
             None => MetaStore::Single(MetaRaft::start(vfs, &dir, shared).await?),
             Some(settings) => {
-                let queues = self.remote.service();
-                clustering::open(&self.config, settings, vfs, &dir, shared, queues).await?
+                let services = self.remote.service();
+                clustering::open(&self.config, settings, vfs, &dir, shared, services).await?
             }
         };
         if let MetaStore::Cluster(cluster) = &store {
@@ -492,6 +492,29 @@ impl Broker {
         if first {
             tracing::error!(%reason, "storage failed: the node must stop");
         }
+    }
+
+    /// Why this node cannot serve clients now, if it cannot: its storage failed, it is
+    /// stopping, or (clustered) its metadata group has no leader it knows of.
+    pub fn out_of_service(&self) -> Option<String> {
+        if let Some(why) = self.failure.borrow().clone() {
+            return Some(why);
+        }
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Some("the node is shutting down".into());
+        }
+        match self.store.get() {
+            None => Some("the node is starting".into()),
+            Some(MetaStore::Cluster(c)) if c.meta().leader().is_none() => Some(
+                "the metadata store has no leader: fewer than a majority of nodes reachable".into(),
+            ),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether storage has failed on this node (then it serves nothing), and why.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
     }
 
     /// Wait until storage fails; why.

@@ -116,7 +116,7 @@ pub async fn open(
     vfs: Arc<dyn Vfs>,
     dir: &Path,
     shared: Arc<SharedMeta>,
-    queues: Arc<dyn Handler>,
+    broker: Arc<dyn Handler>,
 ) -> Result<MetaStore, StartError> {
     refuse_single_node_data(dir)?;
     let listener = TcpListener::bind((config.bind, config.cluster_port)).await?;
@@ -134,7 +134,7 @@ pub async fn open(
         nodes: NodesConfig::new(identity, settings.secret),
         peers: config.cluster_peers.clone(),
         timing: Timing::default(),
-        queues: Some(queues),
+        broker: Some(broker),
     };
     let cluster = Cluster::start(cluster_config, listener, vfs, dir, shared).await?;
     tracing::info!(id = cluster.id(), "member of the metadata group");

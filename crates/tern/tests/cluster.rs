@@ -58,6 +58,11 @@ impl Spec {
 
     /// Node `i` (0-based: n1@localhost is 0), not waited for.
     fn launch(&self, i: usize) -> Node {
+        self.launch_with(i, &[])
+    }
+
+    /// Node `i` with these environment variables set.
+    fn launch_with(&self, i: usize, env: &[(&str, &str)]) -> Node {
         let peers: Vec<String> = self
             .ports
             .iter()
@@ -69,7 +74,8 @@ impl Spec {
             .args(["--cluster-port", &self.ports[i].to_string()])
             .args(["--cluster-peers", &peers.join(",")])
             .arg("--cluster-secret-file")
-            .arg(&self.secret);
+            .arg(&self.secret)
+            .envs(env.iter().copied());
         Node {
             server: LoggedServer::launch(cmd),
             dir,
@@ -220,7 +226,8 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
     // A fourth, fresh node given the cluster's addresses joins it by itself.
     let mut spec = spec;
     spec.ports.push(free_port());
-    let mut n4 = spec.launch(3);
+    // It starts with a disk alarm (a free-space limit no disk meets).
+    let mut n4 = spec.launch_with(3, &[("TERN_DISK_FREE_LIMIT_BYTES", "1000000000000000000")]);
     n4.server.ready();
     let four = [
         "n1@localhost",
@@ -230,6 +237,24 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
     ];
     let status = cluster_status(&nodes[0].dir);
     assert_eq!(status["running_nodes"], serde_json::json!(four), "{status}");
+
+    // n1's API shows the others as they describe themselves, and n4's alarm in the
+    // cluster-wide check (not in n1's local one).
+    let listed = api_get(&nodes[0].server, "/api/nodes").await;
+    let n4_facts = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["name"] == "n4@localhost"))
+        .cloned()
+        .expect("n4 listed");
+    assert_eq!(n4_facts["disk_free_alarm"], true, "{n4_facts}");
+    assert!(n4_facts["mem_used"].as_u64().unwrap_or(0) > 0, "{n4_facts}");
+    let (code, alarms) = api_status(&nodes[0].server, "/api/health/checks/alarms").await;
+    assert_eq!(code, 503, "{alarms}");
+    assert_eq!(alarms["alarms"][0]["node"], "n4@localhost", "{alarms}");
+    let (code, _) = api_status(&nodes[0].server, "/api/health/checks/local-alarms").await;
+    assert_eq!(code, 200);
+    let (code, _) = api_status(&nodes[0].server, "/api/health/checks/is-in-service").await;
+    assert_eq!(code, 200);
     let (_c4, on_4) = channel(&n4).await;
     declare(&on_4, "on-4", false).await;
     let joined = ctl(&n4.dir, &["join_cluster", "n1@localhost"]);
@@ -337,6 +362,23 @@ async fn publish_confirmed(ch: &Channel, queue: &str, prefix: &str, n: usize) {
     for confirm in confirms {
         assert!(confirm.await.expect("confirm").is_ack(), "nacked");
     }
+}
+
+/// GET `path` from a node's management API: the status code and the JSON.
+async fn api_status(node: &LoggedServer, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://127.0.0.1:{}{path}", node.management_port);
+    let answer = reqwest::Client::new()
+        .get(url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("GET");
+    let code = answer.status().as_u16();
+    (code, answer.json().await.expect("json"))
+}
+
+async fn api_get(node: &LoggedServer, path: &str) -> serde_json::Value {
+    api_status(node, path).await.1
 }
 
 /// `/api/queues/%2f/NAME` of a node.

@@ -70,7 +70,7 @@ async fn start(
         nodes,
         peers,
         timing: fast(),
-        queues: None,
+        broker: None,
     };
     let shared = Arc::new(SharedMeta::new(Arc::new(Ignore)));
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());

@@ -28,6 +28,7 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|group| Service::Raft { group }),
         Just(Service::Control),
         Just(Service::Queue),
+        Just(Service::Node),
     ];
     let cast =
         (service.clone(), bytes()).prop_map(|(service, body)| Message::Cast { service, body });

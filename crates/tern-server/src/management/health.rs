@@ -95,14 +95,43 @@ fn failed(body: Value) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
+/// `/api/health/checks/alarms`: the alarms of every running node of the cluster.
 pub async fn alarms(_: Caller, State(b): Shared) -> Response {
-    let alarms = alarms_in_effect(&b);
+    let mut alarms = alarms_in_effect(&b);
+    for (name, running) in b.cluster_nodes() {
+        if running && name != b.node_name() {
+            if let Some(facts) = b.remote.node_facts(&name).await {
+                alarms.extend(alarms_of(&facts));
+            }
+        }
+    }
+    alarms_answer(alarms, "cluster")
+}
+
+/// `/api/health/checks/local-alarms`: this node's.
+pub async fn local_alarms(_: Caller, State(b): Shared) -> Response {
+    alarms_answer(alarms_in_effect(&b), "node")
+}
+
+fn alarms_answer(alarms: Vec<Value>, place: &str) -> Response {
     if alarms.is_empty() {
         return ok();
     }
-    failed(
-        json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms}),
-    )
+    let reason = format!("resource alarm(s) in effect in the {place}");
+    failed(json!({"status": "failed", "reason": reason, "alarms": alarms}))
+}
+
+/// The alarms a node's facts (its `/api/nodes` entry) show.
+fn alarms_of(facts: &Value) -> Vec<Value> {
+    let node = facts["name"].clone();
+    let mut alarms = Vec::new();
+    if facts["disk_free_alarm"] == true {
+        alarms.push(json!({"node": node, "resource": "disk_free_limit"}));
+    }
+    if facts["mem_alarm"] == true {
+        alarms.push(json!({"node": node, "resource": "memory"}));
+    }
+    alarms
 }
 
 /// The resource alarms in effect, RabbitMQ's names (`tern ctl status` lists them too).
@@ -118,12 +147,25 @@ pub(crate) fn alarms_in_effect(b: &Broker) -> Vec<Value> {
     alarms
 }
 
-pub async fn virtual_hosts(_: Caller) -> Response {
-    ok()
+/// Every vhost runs on this node unless its storage failed (then nothing does).
+pub async fn virtual_hosts(_: Caller, State(b): Shared) -> Response {
+    match b.storage_failure() {
+        None => ok(),
+        Some(why) => {
+            let down: Vec<String> = b.with_meta(|m| m.vhosts().map(|v| v.to_string()).collect());
+            failed(
+                json!({"status": "failed", "reason": format!("Some virtual hosts are down: {why}"), "virtual-hosts": down}),
+            )
+        }
+    }
 }
 
-pub async fn in_service(_: Caller) -> Response {
-    ok()
+/// Booted, not stopping, storage working, and (clustered) a metadata leader known.
+pub async fn in_service(_: Caller, State(b): Shared) -> Response {
+    match b.out_of_service() {
+        None => ok(),
+        Some(why) => failed(json!({"status": "failed", "reason": why})),
+    }
 }
 
 pub async fn port_listener(_: Caller, State(b): Shared, Path(port): Path<u16>) -> Response {
@@ -137,7 +179,7 @@ pub async fn port_listener(_: Caller, State(b): Shared, Path(port): Path<u16>) -
 }
 
 /// This node as `/api/nodes` shows it, with RabbitMQ's field names.
-async fn node_json(b: &Broker) -> Value {
+pub(crate) async fn node_json(b: &Broker) -> Value {
     let os = crate::alarms::node_resources(&b.config.data_dir).await;
     let alarms = b.alarms.state();
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -178,9 +220,16 @@ pub async fn node(_: Caller, State(b): Shared, Path(name): Path<String>) -> Resp
     Json(peer_json(&b, &name, running).await).into_response()
 }
 
+/// A node as `/api/nodes` shows it: this one in full, a running peer as it describes
+/// itself, a stopped one by name.
 async fn peer_json(b: &Broker, name: &str, running: bool) -> Value {
     if name == b.node_name() {
         return node_json(b).await;
+    }
+    if running {
+        if let Some(facts) = b.remote.node_facts(name).await {
+            return facts;
+        }
     }
     json!({"name": name, "type": "disc", "running": running, "being_drained": false})
 }

@@ -260,7 +260,7 @@ fn router(broker: Arc<Broker>) -> Router {
             get(definitions::get_definitions).post(definitions::post_definitions),
         )
         .route("/api/health/checks/alarms", get(health::alarms))
-        .route("/api/health/checks/local-alarms", get(health::alarms))
+        .route("/api/health/checks/local-alarms", get(health::local_alarms))
         .route(
             "/api/health/checks/virtual-hosts",
             get(health::virtual_hosts),

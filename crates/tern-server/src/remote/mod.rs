@@ -130,6 +130,16 @@ impl RemoteQueues {
     }
 }
 
+impl RemoteQueues {
+    /// What `node` says of itself (`/api/nodes`' fields), if it answers in time.
+    pub async fn node_facts(self: &Arc<Self>, node: &str) -> Option<serde_json::Value> {
+        let link = self.link(node)?;
+        let wait = Duration::from_secs(2);
+        let body = link.call(Service::Node, Bytes::new(), wait).await.ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+}
+
 /// The `Service::Queue` handler: operations for queues homed here, and what queues homed
 /// elsewhere send back.
 struct QueueService(Arc<RemoteQueues>);
@@ -137,7 +147,17 @@ struct QueueService(Arc<RemoteQueues>);
 type Reply = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 impl Handler for QueueService {
-    fn call(&self, from: &Peer, _service: Service, body: Bytes) -> Reply {
+    fn call(&self, from: &Peer, service: Service, body: Bytes) -> Reply {
+        if service == Service::Node {
+            let broker = self.0.broker.upgrade();
+            return Box::pin(async move {
+                let broker = broker.ok_or("the node is stopping")?;
+                let facts = crate::management::health::node_json(&broker).await;
+                serde_json::to_vec(&facts)
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string())
+            });
+        }
         match QueueOp::decode(body) {
             Ok(op) => self.0.serve_call(from, op),
             Err(e) => refuse(e.to_string()),
