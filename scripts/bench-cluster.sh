@@ -13,9 +13,8 @@
 #              queue.declare through a surviving node succeeds, restart the killed node
 # plus the forwarded and one-node runs again at a fixed LAT_RATE (latency without a backlog; the
 # unthrottled runs' latency is mostly time spent queued), and the CPU seconds the three broker
-# processes used in each scenario. Nodes are killed by
-# the PIDs this script started (Tern) or stopped with rabbitmq-local.sh (RabbitMQ), also on
-# failure or ^C.
+# processes used in each scenario. Tern nodes are killed by the PIDs this script started,
+# RabbitMQ nodes stopped with rabbitmq-local.sh, also on failure or ^C.
 #
 # Usage (build a frozen copy first; the defaults are these locations):
 #   git clone -q /work/main /tmp/bench-src
@@ -25,11 +24,12 @@
 #   scripts/bench-cluster.sh [TERN_BIN [AMQP_BLAST_BIN]]
 # Environment: TERN, BLAST (binaries, if not given as arguments), BROKERS ("tern rabbitmq"),
 # DURATION (20), DRAIN (5), LAT_RATE (5000 msg/s: forwarded and one node again at that fixed
-# rate for LAT_SECS (10) s, for latency without a backlog; 0: skip), DECLARE_CLIENTS (10), DECLARE_SECS (10), FAILOVER_REPS (5),
-# OUT (results and logs; default /tmp/bench-cluster.DATE), PYTHON (one with pika; default a
-# venv in /tmp/bench-venv, made if missing), RMQ_LOCAL (rabbitmq-local.sh), TERN_PORT (5801:
-# AMQP 5801-5803, management 15801-3, Prometheus 15851-3, cluster 26801-3), RMQ_PORT (5811:
-# AMQP 5811-5813, Erlang distribution 25811-3). Takes about 6 minutes with the defaults.
+# rate for LAT_SECS (10) s, for latency without a backlog; 0: skip), DECLARE_CLIENTS (10),
+# DECLARE_SECS (10), FAILOVER_REPS (5), OUT (results and logs; default /tmp/bench-cluster.DATE),
+# PYTHON (one with pika; default a venv in /tmp/bench-venv, made if missing), RMQ_LOCAL
+# (rabbitmq-local.sh), TERN_PORT (5801: AMQP 5801-5803, management 15801-3, Prometheus
+# 15851-3, cluster 26801-3), RMQ_PORT (5811: AMQP 5811-5813, Erlang distribution 25811-3).
+# Takes about 4 minutes with the defaults.
 # Output: a side-by-side table on stdout and in $OUT/summary.txt; raw output under $OUT.
 set -u -o pipefail
 

@@ -10,6 +10,10 @@
 //! address that turns out to be this node itself (a peer list may name every node, this one
 //! included) is dialed no more.
 //!
+//! With [`NodeTls`], every link runs over mutual TLS: the listener asks each peer for a
+//! certificate its CA signed, and a dialer checks the peer's against the same CA, by the host
+//! it dialed. The secret's handshake runs inside.
+//!
 //! Bounds: handshakes in progress on the listener (`handshakes_max`; more connections wait in
 //! the kernel's backlog), each within `handshake_timeout`; everything a link bounds.
 
@@ -18,8 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::handshake::{self, HandshakeError, Identity, Peer, Role, Secret};
 use crate::link::{Handler, Link, LinkLimits};
@@ -34,6 +40,16 @@ pub struct NodesConfig {
     /// A dialer waits this long after a failed attempt, doubling up to `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Mutual TLS on every link, or none.
+    pub tls: Option<NodeTls>,
+}
+
+/// A node's TLS for its links: as a server (it requires a client certificate) and as a
+/// client (it presents its own).
+#[derive(Clone)]
+pub struct NodeTls {
+    pub acceptor: TlsAcceptor,
+    pub connector: TlsConnector,
 }
 
 impl NodesConfig {
@@ -46,6 +62,7 @@ impl NodesConfig {
             handshakes_max: 64,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -210,7 +227,7 @@ impl Nodes {
             };
             let nodes = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = nodes.open(stream, Role::Acceptor).await {
+                if let Err(e) = nodes.accept(stream).await {
                     tracing::warn!(%from, error = %e, "node connection refused");
                 }
                 drop(slot);
@@ -253,17 +270,42 @@ impl Nodes {
     }
 
     async fn dial_once(&self, addr: &str) -> Result<Peer, HandshakeError> {
+        let wait = self.0.config.handshake_timeout;
         let connect = TcpStream::connect(addr);
-        let stream = match tokio::time::timeout(self.0.config.handshake_timeout, connect).await {
+        let stream = match tokio::time::timeout(wait, connect).await {
             Ok(stream) => stream?,
-            Err(_) => return Err(HandshakeError::Timeout(self.0.config.handshake_timeout)),
+            Err(_) => return Err(HandshakeError::Timeout(wait)),
         };
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.0.config.tls else {
+            return self.open(stream, Role::Dialer).await;
+        };
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| HandshakeError::Io(std::io::Error::other(e)))?;
+        let secured = tokio::time::timeout(wait, tls.connector.connect(name, stream)).await;
+        let stream = secured.map_err(|_| HandshakeError::Timeout(wait))??;
         self.open(stream, Role::Dialer).await
     }
 
-    /// Handshake on `stream`, then keep the link unless we already have a better one.
-    async fn open(&self, mut stream: TcpStream, role: Role) -> Result<Peer, HandshakeError> {
+    /// A connection on the cluster port: TLS first if the node has it.
+    async fn accept(&self, stream: TcpStream) -> Result<Peer, HandshakeError> {
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.0.config.tls else {
+            return self.open(stream, Role::Acceptor).await;
+        };
+        let wait = self.0.config.handshake_timeout;
+        let secured = tokio::time::timeout(wait, tls.acceptor.accept(stream)).await;
+        let stream = secured.map_err(|_| HandshakeError::Timeout(wait))??;
+        self.open(stream, Role::Acceptor).await
+    }
+
+    /// Handshake on `stream`, then keep the link unless we already have a better one.
+    async fn open<S>(&self, mut stream: S, role: Role) -> Result<Peer, HandshakeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let config = &self.0.config;
         let me = &config.identity;
         let frame_max = config.limits.frame_max_bytes;

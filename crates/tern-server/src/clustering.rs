@@ -83,9 +83,11 @@ impl MetaStore {
 /// A cluster's name when `cluster_name` is not set.
 pub const CLUSTER_NAME: &str = "tern";
 
-/// What a clustered node needs beyond the config: the secret, read at start.
+/// What a clustered node needs beyond the config: the secret and the TLS files, read at
+/// start.
 pub struct Settings {
     secret: Secret,
+    tls: Option<tern_cluster::nodes::NodeTls>,
 }
 
 /// The cluster settings, checked before anything starts; `None` for a single node.
@@ -105,7 +107,25 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, StartError> {
     let secret = Secret::from_bytes(&bytes).ok_or_else(|| {
         StartError::Config(format!("cluster secret file {} is empty", path.display()))
     })?;
-    Ok(Some(Settings { secret }))
+    let tls = match &config.cluster_tls {
+        None => None,
+        Some(files) => Some(cluster_tls(files)?),
+    };
+    Ok(Some(Settings { secret, tls }))
+}
+
+fn cluster_tls(
+    files: &crate::config::ClusterTls,
+) -> Result<tern_cluster::nodes::NodeTls, StartError> {
+    let empty = |p: &std::path::Path| p.as_os_str().is_empty();
+    if empty(&files.cert_file) || empty(&files.key_file) || empty(&files.ca_file) {
+        return Err(StartError::Config(
+            "TLS on the cluster port needs all three of tls_cert_file, tls_key_file and \
+             tls_ca_file ([cluster]; TERN_CLUSTER_TLS_*; --cluster-tls-*)"
+                .into(),
+        ));
+    }
+    crate::tls::cluster_tls(files).map_err(|e| StartError::Config(format!("cluster TLS: {e}")))
 }
 
 /// Join the cluster: listen on the cluster port, link to the peers, start (or form, on a fresh
@@ -130,8 +150,10 @@ pub async fn open(
         node_name: config.node_name.clone(),
         listen: listen.to_string(),
     };
+    let mut nodes = NodesConfig::new(identity, settings.secret);
+    nodes.tls = settings.tls;
     let cluster_config = ClusterConfig {
-        nodes: NodesConfig::new(identity, settings.secret),
+        nodes,
         peers: config.cluster_peers.clone(),
         timing: Timing::default(),
         broker: Some(broker),

@@ -116,6 +116,17 @@ pub struct Config {
     /// A file holding the secret every node of the cluster shares (as RabbitMQ's Erlang
     /// cookie); required with `cluster_peers`. It is never sent: nodes prove they know it.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Mutual TLS on the cluster port: this node's certificate chain and key, and the CA that
+    /// signed every node's. All three, or none (links in the clear, the secret still proven).
+    pub cluster_tls: Option<ClusterTls>,
+}
+
+/// The files of a node's TLS on the cluster port (an empty path: not given).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 impl Default for Config {
@@ -163,6 +174,7 @@ impl Default for Config {
             cluster_port: 25672,
             cluster_peers: Vec::new(),
             cluster_secret_file: None,
+            cluster_tls: None,
         }
     }
 }

@@ -125,6 +125,38 @@ type Identity = (
     PrivateKeyDer<'static>,
 );
 
+/// A node's mutual TLS on the cluster port: it accepts only peers whose certificate the CA
+/// signed, and presents its own when it dials (checked there by the host it dialed).
+pub fn cluster_tls(
+    cfg: &crate::config::ClusterTls,
+) -> Result<tern_cluster::nodes::NodeTls, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut roots = RootCertStore::empty();
+    for cert in certs(&cfg.ca_file)? {
+        roots.add(cert).map_err(|e| file_error(&cfg.ca_file, e))?;
+    }
+    let roots = Arc::new(roots);
+    let chain = certs(&cfg.cert_file)?;
+    let key =
+        || PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| file_error(&cfg.key_file, e));
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key()?)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key()?)?;
+    Ok(tern_cluster::nodes::NodeTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    })
+}
+
 /// The crypto provider, and the server's certificate chain and key read from their files.
 fn server_identity(cfg: &TlsConfig) -> Result<Identity, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
@@ -14,71 +14,17 @@ use amqprs::security::SecurityCredentials;
 use amqprs::tls::TlsAdaptor;
 use amqprs::BasicProperties;
 use common::amqprs_support as rs;
+use common::pki::Pki;
 use common::{within, TestBroker, STEP};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use tern_server::tls::{CertLogin, TlsConfig};
 use tokio::io::AsyncReadExt;
 
-/// A CA and the files a test needs, in a directory of its own.
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
+/// The amqps listener's TLS from the test PKI's server certificate.
+trait PkiConfig {
+    fn config(&self, verify_clients: bool, require: bool, login: CertLogin) -> TlsConfig;
 }
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(common::unique("tern-tls"));
-        std::fs::create_dir_all(&dir).expect("pki dir");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Tern test CA");
-        let ca = params.self_signed(&ca_key).expect("CA");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-        let pki = Pki { dir, ca, ca_key };
-        let mut server = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        pki.issue("server", server);
-        pki
-    }
-
-    /// A certificate signed by the CA, written as NAME.pem and NAME.key.
-    fn issue(&self, name: &str, params: CertificateParams) {
-        let key = KeyPair::generate().expect("key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("sign");
-        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).expect("write");
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("write");
-    }
-
-    /// A client certificate with this common name (and, if given, an email SAN).
-    fn client(&self, name: &str, cn: &str, email: Option<&str>) {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(e) = email {
-            params
-                .subject_alt_names
-                .push(SanType::Rfc822Name(e.try_into().expect("ia5")));
-        }
-        self.issue(name, params);
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
+impl PkiConfig for Pki {
     fn config(&self, verify_clients: bool, require: bool, login: CertLogin) -> TlsConfig {
         TlsConfig {
             cert_file: self.path("server.pem"),

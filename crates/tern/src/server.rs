@@ -96,6 +96,15 @@ pub struct ServerArgs {
     /// The file with the secret all the cluster's nodes share; required with --cluster-peers.
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// Mutual TLS on the cluster port: this node's certificate chain (PEM)...
+    #[arg(long)]
+    cluster_tls_cert_file: Option<PathBuf>,
+    /// ...its private key (PEM)...
+    #[arg(long)]
+    cluster_tls_key_file: Option<PathBuf>,
+    /// ...and the CA that signed every node's certificate (PEM).
+    #[arg(long)]
+    cluster_tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -209,6 +218,17 @@ impl ServerArgs {
         }
         if self.cluster_secret_file.is_some() {
             config.cluster_secret_file = self.cluster_secret_file.clone();
+        }
+        let files = [
+            &self.cluster_tls_cert_file,
+            &self.cluster_tls_key_file,
+            &self.cluster_tls_ca_file,
+        ];
+        if files.iter().any(|f| f.is_some()) {
+            let tls = config.cluster_tls.get_or_insert_with(Default::default);
+            set(&mut tls.cert_file, self.cluster_tls_cert_file.clone());
+            set(&mut tls.key_file, self.cluster_tls_key_file.clone());
+            set(&mut tls.ca_file, self.cluster_tls_ca_file.clone());
         }
     }
 

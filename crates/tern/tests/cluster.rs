@@ -570,3 +570,28 @@ fn a_node_given_peers_but_no_secret_does_not_start() {
     assert!(err.contains("cluster_secret_file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cluster_tls_needs_certificate_key_and_ca_together() {
+    let dir = data_dir("cluster-tls-partial");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s").expect("secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["server", "--bind", "127.0.0.1", "--amqp-port", "0"])
+        .args(["--management-port", "0", "--prometheus-port", "0"])
+        .args(["--cluster-peers", "127.0.0.1:1"])
+        .arg("--cluster-secret-file")
+        .arg(&secret)
+        .arg("--cluster-tls-cert-file")
+        .arg(dir.join("node.pem"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tern server");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("all three"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

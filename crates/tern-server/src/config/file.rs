@@ -176,6 +176,9 @@ name = "blue"
 port = 32
 peers = ["a:25672", "b:25672"]
 secret_file = "/etc/tern/secret"
+tls_cert_file = "/etc/tern/node.pem"
+tls_key_file = "/etc/tern/node.key"
+tls_ca_file = "/etc/tern/ca.pem"
 "#;
 
     /// Every field is spelled out (no `..Default`): a new field fails to compile here until
@@ -234,6 +237,11 @@ secret_file = "/etc/tern/secret"
             cluster_port: 32,
             cluster_peers: vec!["a:25672".into(), "b:25672".into()],
             cluster_secret_file: Some("/etc/tern/secret".into()),
+            cluster_tls: Some(crate::config::ClusterTls {
+                cert_file: "/etc/tern/node.pem".into(),
+                key_file: "/etc/tern/node.key".into(),
+                ca_file: "/etc/tern/ca.pem".into(),
+            }),
         };
         assert_eq!(from_toml(EVERY_KEY).expect("parses"), expected);
     }

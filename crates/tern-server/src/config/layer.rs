@@ -200,6 +200,9 @@ section!(
         port: u16,
         peers: Vec<String>,
         secret_file: PathBuf,
+        tls_cert_file: PathBuf,
+        tls_key_file: PathBuf,
+        tls_ca_file: PathBuf,
     }
 );
 
@@ -298,6 +301,14 @@ impl Cluster {
         set(&mut c.cluster_peers, self.peers);
         if let Some(file) = self.secret_file {
             c.cluster_secret_file = Some(file);
+        }
+        let files = [self.tls_cert_file, self.tls_key_file, self.tls_ca_file];
+        if files.iter().any(Option::is_some) {
+            let tls = c.cluster_tls.get_or_insert_with(Default::default);
+            let [cert, key, ca] = files;
+            set(&mut tls.cert_file, cert);
+            set(&mut tls.key_file, key);
+            set(&mut tls.ca_file, ca);
         }
     }
 }

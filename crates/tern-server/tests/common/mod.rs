@@ -33,6 +33,7 @@
 pub mod amqprs_support;
 pub mod api;
 pub mod lapin_support;
+pub mod pki;
 pub mod raw;
 pub mod tools;
 
