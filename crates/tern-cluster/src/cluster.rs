@@ -108,6 +108,8 @@ impl Cluster {
             }
             None => start.form(&config.peers, forms).await?,
         };
+        let hasten = hasten_elections(meta.clone(), nodes.clone(), id, config.timing);
+        tokio::spawn(hasten);
         Ok(Cluster {
             nodes,
             id,
@@ -209,6 +211,43 @@ impl Cluster {
         self.meta.shutdown().await;
         self.nodes.stop().await;
     }
+}
+
+/// A member whose link to the leader went down (its process died, say) stands for election
+/// as soon as the other members will listen, instead of waiting out its election timeout
+/// after that. They refuse any candidate while the leader's lease (the longest election
+/// timeout since they last heard from it) runs, so it waits that long, plus a random bit so
+/// that members do not all stand at once, and stands only if the leader is still unreachable
+/// and unreplaced. Without this, a new leader comes up to two election timeouts later.
+async fn hasten_elections(meta: Arc<MetaRaft>, nodes: Nodes, me: NodeId, timing: Timing) {
+    let poll = Duration::from_millis(50);
+    let lease = Duration::from_millis(timing.election_max_ms);
+    while !nodes.stopped() {
+        tokio::time::sleep(poll).await;
+        let Some(leader) = meta.leader().filter(|l| *l != me) else {
+            continue;
+        };
+        let Some(name) = meta.member_name(leader) else {
+            continue;
+        };
+        if nodes.link(&name).is_some() {
+            continue;
+        }
+        tokio::time::sleep(lease + jitter(timing.heartbeat_ms)).await;
+        if meta.leader() == Some(leader) && nodes.link(&name).is_none() && !nodes.stopped() {
+            tracing::info!(leader = %name, "the metadata leader is unreachable: standing for election");
+            meta.stand_for_election().await;
+            tokio::time::sleep(lease).await;
+        }
+    }
+}
+
+/// A random wait of up to `max_ms` milliseconds.
+fn jitter(max_ms: u64) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    Duration::from_millis(u64::from(u16::from_be_bytes(b)) % max_ms.max(1))
 }
 
 /// What starting a member needs.

@@ -195,7 +195,8 @@ impl Nodes {
         }
     }
 
-    fn stopped(&self) -> bool {
+    /// Whether [`Nodes::stop`] was called.
+    pub fn stopped(&self) -> bool {
         *self.0.stop.borrow()
     }
 

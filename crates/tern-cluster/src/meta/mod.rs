@@ -256,6 +256,13 @@ impl MetaRaft {
         Ok(())
     }
 
+    /// Stand for election now (the leader is gone: see `cluster::hasten_elections`).
+    pub async fn stand_for_election(&self) {
+        if let Err(e) = self.raft.trigger().elect().await {
+            tracing::debug!(error = %e, "could not stand for election");
+        }
+    }
+
     /// Take member `id` out of the group (joint consensus). On the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), MetaError> {
         let mut voters = self.voters();
