@@ -403,6 +403,7 @@ impl Broker {
             self.next_id
                 .store(clustering::first_id(cluster.id()), Ordering::Relaxed);
             self.remote.set_nodes(cluster.nodes().clone());
+            tokio::spawn(drop_queues_of_down_nodes(Arc::downgrade(self)));
         }
         let drop = match &store {
             MetaStore::Single(_) => MetaCommand::DropTransient,
@@ -442,6 +443,16 @@ impl Broker {
         if let Err(e) = self.apply(cmd).await {
             tracing::warn!(error = %e, "creating the default user failed");
         }
+    }
+
+    /// Whether `node` is home to a transient queue.
+    fn has_transient_queues_on(&self, node: &str) -> bool {
+        self.with_meta(|m| {
+            m.vhosts().any(|v| {
+                m.queues(v)
+                    .any(|q| !q.durable && q.home.as_ref().is_some_and(|h| h.as_str() == node))
+            })
+        })
     }
 
     /// Take `node` (stopped) out of the cluster, and the queues homed on it with it (as
@@ -853,6 +864,57 @@ impl Broker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+}
+
+/// On the metadata leader: the transient queues (exclusive ones included) of a node that has
+/// been unreachable for `cluster_node_down_after` go, as RabbitMQ deletes a down node's. Every
+/// member keeps the times, so a new leader knows how long a node has been away.
+async fn drop_queues_of_down_nodes(broker: Weak<Broker>) {
+    let mut down_since: HashMap<String, std::time::Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        let Some(MetaStore::Cluster(cluster)) = b.store.get() else {
+            return;
+        };
+        if cluster.nodes().stopped() {
+            return;
+        }
+        for (name, running) in b.cluster_nodes() {
+            if running {
+                down_since.remove(&name);
+            } else {
+                down_since
+                    .entry(name)
+                    .or_insert_with(std::time::Instant::now);
+            }
+        }
+        if cluster.meta().leader() != Some(cluster.id()) {
+            continue;
+        }
+        let grace = b.config.cluster_node_down_after;
+        let gone: Vec<String> = down_since
+            .iter()
+            .filter(|(name, since)| since.elapsed() >= grace && b.has_transient_queues_on(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for node in gone {
+            let cmd = MetaCommand::DropNodeTransient {
+                node: node.as_str().into(),
+            };
+            match b.apply(cmd).await {
+                Ok(MetaOutcome::QueuesDropped { queues }) => {
+                    tracing::info!(%node, queues = queues.len(), "deleted the transient queues of a node that is down")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "could not delete a down node's transient queues")
+                }
+            }
+        }
     }
 }
 

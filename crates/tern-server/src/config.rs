@@ -119,6 +119,10 @@ pub struct Config {
     /// Mutual TLS on the cluster port: this node's certificate chain and key, and the CA that
     /// signed every node's. All three, or none (links in the clear, the secret still proven).
     pub cluster_tls: Option<ClusterTls>,
+    /// How long another node may stay unreachable before its transient queues (exclusive ones
+    /// included: their connections are gone with it) are deleted, as RabbitMQ deletes them
+    /// when it sees a node go down.
+    pub cluster_node_down_after: Duration,
 }
 
 /// The files of a node's TLS on the cluster port (an empty path: not given).
@@ -175,6 +179,7 @@ impl Default for Config {
             cluster_peers: Vec::new(),
             cluster_secret_file: None,
             cluster_tls: None,
+            cluster_node_down_after: Duration::from_secs(10),
         }
     }
 }

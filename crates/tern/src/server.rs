@@ -105,6 +105,10 @@ pub struct ServerArgs {
     /// ...and the CA that signed every node's certificate (PEM).
     #[arg(long)]
     cluster_tls_ca_file: Option<PathBuf>,
+    /// How long another node may be unreachable before its transient queues are deleted
+    /// (default 10000).
+    #[arg(long)]
+    cluster_node_down_after_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -213,6 +217,11 @@ impl ServerArgs {
             config.cluster_name = self.cluster_name.clone();
         }
         set(&mut config.cluster_port, self.cluster_port);
+        set(
+            &mut config.cluster_node_down_after,
+            self.cluster_node_down_after_ms
+                .map(std::time::Duration::from_millis),
+        );
         if let Some(peers) = &self.cluster_peers {
             config.cluster_peers = peers.iter().filter(|p| !p.is_empty()).cloned().collect();
         }

@@ -40,6 +40,8 @@ struct Spec {
     base: PathBuf,
     secret: PathBuf,
     ports: Vec<u16>,
+    /// Environment every node gets.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Spec {
@@ -53,6 +55,7 @@ impl Spec {
             base,
             secret,
             ports,
+            env: Vec::new(),
         }
     }
 
@@ -75,6 +78,7 @@ impl Spec {
             .args(["--cluster-peers", &peers.join(",")])
             .arg("--cluster-secret-file")
             .arg(&self.secret)
+            .envs(self.env.iter().copied())
             .envs(env.iter().copied());
         Node {
             server: LoggedServer::launch(cmd),
@@ -85,7 +89,13 @@ impl Spec {
 
 /// Start `n` nodes n1@localhost.. with one peer list and one secret; wait until all are ready.
 fn cluster(n: usize, what: &str) -> (Spec, Vec<Node>) {
-    let spec = Spec::new(n, what);
+    cluster_with(n, what, Vec::new())
+}
+
+/// [`cluster`], every node with the environment `env`.
+fn cluster_with(n: usize, what: &str, env: Vec<(&'static str, &'static str)>) -> (Spec, Vec<Node>) {
+    let mut spec = Spec::new(n, what);
+    spec.env = env;
     let mut nodes: Vec<Node> = (0..n).map(|i| spec.launch(i)).collect();
     for node in &mut nodes {
         node.server.ready();
@@ -406,7 +416,9 @@ async fn channel(node: &Node) -> (Connection, Channel) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_serves_any_queue() {
-    let (spec, mut nodes) = cluster(3, "cluster-queues");
+    // A node unreachable for a second counts as down (its transient queues go).
+    let down_after = vec![("TERN_CLUSTER_NODE_DOWN_AFTER_MS", "1000")];
+    let (spec, mut nodes) = cluster_with(3, "cluster-queues", down_after);
     let (_c2, on_2) = channel(&nodes[1]).await;
     let (_c1, on_1) = channel(&nodes[0]).await;
     let (_c3, on_3) = channel(&nodes[2]).await;
@@ -492,6 +504,19 @@ async fn any_node_serves_any_queue() {
     assert_eq!(b3_home, "n3@localhost", "ties go to the smallest name");
 
     // n3 stops: its consumer through n1 is cancelled, its queue answers 404 until it is back.
+    // Its transient queues, the exclusive one of a client connected to it included, go.
+    let (_c3b, on_3) = channel(&nodes[2]).await;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    on_3.queue_declare("ex3", exclusive, FieldTable::default())
+        .await
+        .expect("exclusive on n3");
+    let transient = QueueDeclareOptions::default();
+    on_3.queue_declare("t3", transient, FieldTable::default())
+        .await
+        .expect("transient on n3");
     publish_confirmed(&on_1, "b3", "kept", 3).await;
     let (_c1b, on_1b) = channel(&nodes[0]).await;
     let mut watcher = on_1b
@@ -526,6 +551,23 @@ async fn any_node_serves_any_queue() {
     assert_eq!(protocol_code(&down), Some(404), "{down}");
     assert!(down.to_string().contains("n3@localhost"), "{down}");
     assert_eq!(api_queue(&nodes[0].server, "b3").await["state"], "down");
+    let (c1d, _) = channel(&nodes[0]).await;
+    for name in ["ex3", "t3"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ch = c1d.create_channel().await.expect("channel");
+            let e = ch
+                .queue_declare(name, passive, FieldTable::default())
+                .await
+                .expect_err("down, then gone");
+            assert_eq!(protocol_code(&e), Some(404), "{e}");
+            if e.to_string().contains(&format!("no queue '{name}'")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} still there: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // n3 is back: nothing lost (the three were delivered, never acked: redelivered).
     nodes[2] = spec.launch(2);

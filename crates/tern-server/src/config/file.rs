@@ -179,6 +179,7 @@ secret_file = "/etc/tern/secret"
 tls_cert_file = "/etc/tern/node.pem"
 tls_key_file = "/etc/tern/node.key"
 tls_ca_file = "/etc/tern/ca.pem"
+node_down_after_ms = 30000
 "#;
 
     /// Every field is spelled out (no `..Default`): a new field fails to compile here until
@@ -242,6 +243,7 @@ tls_ca_file = "/etc/tern/ca.pem"
                 key_file: "/etc/tern/node.key".into(),
                 ca_file: "/etc/tern/ca.pem".into(),
             }),
+            cluster_node_down_after: Duration::from_secs(30),
         };
         assert_eq!(from_toml(EVERY_KEY).expect("parses"), expected);
     }

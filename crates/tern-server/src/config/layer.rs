@@ -203,6 +203,7 @@ section!(
         tls_cert_file: PathBuf,
         tls_key_file: PathBuf,
         tls_ca_file: PathBuf,
+        node_down_after_ms: u64,
     }
 );
 
@@ -302,6 +303,10 @@ impl Cluster {
         if let Some(file) = self.secret_file {
             c.cluster_secret_file = Some(file);
         }
+        set(
+            &mut c.cluster_node_down_after,
+            self.node_down_after_ms.map(Duration::from_millis),
+        );
         let files = [self.tls_cert_file, self.tls_key_file, self.tls_ca_file];
         if files.iter().any(Option::is_some) {
             let tls = c.cluster_tls.get_or_insert_with(Default::default);
