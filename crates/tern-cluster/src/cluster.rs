@@ -25,8 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::handshake::Peer;
-use crate::link::{Answer, CallError, Handler};
+use crate::link::{Answer, CallError, Handler, Link};
 use crate::meta::{Member, MetaError, MetaRaft, NodeId, SharedMeta, Timing, META_GROUP};
 use crate::nodes::{Nodes, NodesConfig};
 use crate::wire::Service;
@@ -98,15 +97,23 @@ impl Cluster {
             timing: config.timing,
             calls: calls.clone(),
         };
-        let (id, meta) = match record {
-            Some(record) if record.name == me => (record.id, start.member(record.id).await?),
-            Some(record) => {
-                return Err(MetaError::Raft(format!(
-                    "this data directory belongs to node '{}', not '{me}'",
-                    record.name
-                )))
+        let started = match record {
+            Some(record) if record.name == me => {
+                start.member(record.id).await.map(|m| (record.id, m))
             }
-            None => start.form(&config.peers, forms).await?,
+            Some(record) => Err(MetaError::Raft(format!(
+                "this data directory belongs to node '{}', not '{me}'",
+                record.name
+            ))),
+            None => start.form(&config.peers, forms).await,
+        };
+        let (id, meta) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Not a member: no links either (the others would take it for running).
+                nodes.stop().await;
+                return Err(e);
+            }
         };
         let hasten = hasten_elections(meta.clone(), nodes.clone(), id, config.timing);
         tokio::spawn(hasten);
@@ -286,7 +293,7 @@ impl Starter {
         let me = self.nodes.identity().node_name.clone();
         let mut names = self.nodes.resolve_all(peers).await;
         names.retain(|n| *n != me);
-        if let Some(id) = self.ask_to_join(&names).await {
+        if let Some(id) = self.ask_to_join(&names).await? {
             return self.join(id, &names).await;
         }
         names.push(me.clone());
@@ -378,7 +385,7 @@ struct ClusterCalls {
 impl Handler for Arc<ClusterCalls> {
     fn call(
         &self,
-        from: &Peer,
+        from: &Link,
         service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
@@ -402,7 +409,7 @@ impl Handler for Arc<ClusterCalls> {
         })
     }
 
-    fn cast(&self, from: &Peer, service: Service, body: Bytes) {
+    fn cast(&self, from: &Link, service: Service, body: Bytes) {
         if let (Service::Queue | Service::Node, Some(broker)) = (service, &self.broker) {
             broker.cast(from, service, body);
         }

@@ -7,9 +7,16 @@
 //! drains the send queue into one buffer per wake-up and writes it, and sends a ping every
 //! `heartbeat`.
 //!
-//! Bounds: the send queue holds `send_queue_frames` frames, and [`Link::call`] waits for room,
+//! Two lanes: Raft and control traffic (calls, their replies, heartbeats) goes ahead of bulk
+//! traffic (queue operations, deliveries, node facts), so a busy queue never delays a Raft
+//! heartbeat or vote into an election. The writer always empties the first lane first.
+//!
+//! Bounds: each lane's send queue holds `send_queue_frames` frames, and senders wait for room,
 //! so a slow peer slows the callers instead of growing memory; calls awaiting a reply are at
-//! most `calls_in_flight` (more wait); a frame is at most `frame_max_bytes`. A peer silent for
+//! most `calls_in_flight` per lane (more wait); a frame is at most `frame_max_bytes`. The
+//! reader never waits on a bulk call: it hands it to the handler and goes on reading (the
+//! peer's in-flight bound limits how many are open); Raft and control calls are served at most
+//! `calls_served` at once. A peer silent for
 //! `3 × heartbeat` is taken for dead: the link closes, and every call still waiting fails with
 //! [`CallError::LinkDown`], as does every call made after.
 
@@ -56,20 +63,26 @@ pub type Answer = Result<Bytes, String>;
 /// What a node answers the calls its peers make.
 ///
 /// The reader calls [`Handler::call`] and [`Handler::cast`] in the order the frames came in,
-/// one at a time: what they do before returning (not the returned future) happens in the
-/// peer's order. They must not block: the reader also reads the replies and heartbeats.
+/// one at a time, with the link they came in on: what they do before returning (not the
+/// returned future) happens in the peer's order. They must not block: the reader also reads
+/// the replies and heartbeats.
 pub trait Handler: Send + Sync + 'static {
     fn call(
         &self,
-        from: &Peer,
+        from: &Link,
         service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
 
     /// A one-way message; a service that takes none drops it.
-    fn cast(&self, from: &Peer, service: Service, body: Bytes) {
+    fn cast(&self, from: &Link, service: Service, body: Bytes) {
         let _ = (from, service, body);
     }
+}
+
+/// Whether `service`'s traffic goes in the first lane (see the module docs).
+fn urgent(service: Service) -> bool {
+    matches!(service, Service::Raft { .. } | Service::Control)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -105,12 +118,30 @@ pub struct Link(Arc<Shared>);
 
 struct Shared {
     peer: Peer,
-    out: mpsc::Sender<Message>,
+    /// Unique among this process's links.
+    id: u64,
+    /// The first lane (Raft, control, heartbeats) and the bulk lane.
+    urgent: mpsc::Sender<Message>,
+    bulk: mpsc::Sender<Message>,
     next_id: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     in_flight: Arc<Semaphore>,
+    in_flight_bulk: Arc<Semaphore>,
     /// Set to true once the link has ended.
     down: watch::Sender<bool>,
+}
+
+/// Links made by this process, for [`Link::id`].
+static LINKS: AtomicU64 = AtomicU64::new(1);
+
+impl Shared {
+    fn lane(&self, service: Service) -> (&mpsc::Sender<Message>, &Arc<Semaphore>) {
+        if urgent(service) {
+            (&self.urgent, &self.in_flight)
+        } else {
+            (&self.bulk, &self.in_flight_bulk)
+        }
+    }
 }
 
 impl Link {
@@ -127,18 +158,30 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (out, queue) = mpsc::channel(limits.send_queue_frames.max(1));
+        let frames = limits.send_queue_frames.max(1);
+        let (urgent, urgent_queue) = mpsc::channel(frames);
+        let (bulk, bulk_queue) = mpsc::channel(frames);
+        let calls = limits.calls_in_flight.max(1);
         let shared = Arc::new(Shared {
             peer,
-            out,
+            id: LINKS.fetch_add(1, Ordering::Relaxed),
+            urgent,
+            bulk,
             next_id: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(Semaphore::new(limits.calls_in_flight.max(1))),
+            in_flight: Arc::new(Semaphore::new(calls)),
+            in_flight_bulk: Arc::new(Semaphore::new(calls)),
             down: watch::Sender::new(false),
         });
         let link = Link(shared.clone());
-        let task = tokio::spawn(run(stream, leftover, shared, queue, handler, limits));
+        let queues = (urgent_queue, bulk_queue);
+        let task = tokio::spawn(run(stream, leftover, shared, queues, handler, limits));
         (link, task)
+    }
+
+    /// This link's id, unique among the links this process made.
+    pub fn id(&self) -> u64 {
+        self.0.id
     }
 
     pub fn peer(&self) -> &Peer {
@@ -190,7 +233,8 @@ impl Link {
         body: Bytes,
     ) -> Result<PendingCall, CallError> {
         let shared = &self.0;
-        let slot = shared.in_flight.clone().acquire_owned().await;
+        let (out, in_flight) = shared.lane(service);
+        let slot = in_flight.clone().acquire_owned().await;
         let slot = slot.map_err(|_| shared.link_down())?;
         if self.is_down() {
             return Err(shared.link_down());
@@ -199,11 +243,7 @@ impl Link {
         let (tx, rx) = oneshot::channel();
         let waiting = Waiting::register(shared.clone(), id, tx);
         let call = Message::Call { id, service, body };
-        shared
-            .out
-            .send(call)
-            .await
-            .map_err(|_| shared.link_down())?;
+        out.send(call).await.map_err(|_| shared.link_down())?;
         Ok(PendingCall {
             rx,
             _waiting: waiting,
@@ -217,8 +257,9 @@ impl Link {
         if self.is_down() {
             return Err(shared.link_down());
         }
+        let (out, _) = shared.lane(service);
         let cast = Message::Cast { service, body };
-        shared.out.send(cast).await.map_err(|_| shared.link_down())
+        out.send(cast).await.map_err(|_| shared.link_down())
     }
 }
 
@@ -275,15 +316,18 @@ impl Shared {
     fn go_down(&self) {
         self.down.send_replace(true);
         self.in_flight.close();
+        self.in_flight_bulk.close();
         self.lock_waiting().clear();
     }
 }
+
+type Lanes = (mpsc::Receiver<Message>, mpsc::Receiver<Message>);
 
 async fn run<S>(
     stream: S,
     leftover: BytesMut,
     shared: Arc<Shared>,
-    queue: mpsc::Receiver<Message>,
+    queues: Lanes,
     handler: Arc<dyn Handler>,
     limits: LinkLimits,
 ) -> LinkEnd
@@ -293,7 +337,7 @@ where
     let (reader, writer) = tokio::io::split(stream);
     let mut down = shared.down.subscribe();
     let reading = read_loop(reader, leftover, shared.clone(), handler, limits);
-    let writing = write_loop(writer, queue, limits.heartbeat);
+    let writing = write_loop(writer, queues, limits.heartbeat);
     let end = tokio::select! {
         end = reading => end,
         end = writing => end,
@@ -304,24 +348,31 @@ where
     end
 }
 
-async fn write_loop<W: AsyncWrite>(
-    writer: W,
-    mut queue: mpsc::Receiver<Message>,
-    heartbeat: Duration,
-) -> LinkEnd {
+/// Frames of the bulk lane written per wake-up at most, so the first lane waits little.
+const BULK_BATCH: usize = 64;
+
+async fn write_loop<W: AsyncWrite>(writer: W, lanes: Lanes, heartbeat: Duration) -> LinkEnd {
+    let (mut urgent, mut bulk) = lanes;
     tokio::pin!(writer);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut batch = Vec::new();
+    let mut more = Vec::new();
     let mut ping = tokio::time::interval(heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     loop {
         tokio::select! {
-            n = queue.recv_many(&mut batch, 256) => if n == 0 { return LinkEnd::Closed },
+            biased;
+            n = urgent.recv_many(&mut batch, 256) => if n == 0 { return LinkEnd::Closed },
             _ = ping.tick() => {
                 seq += 1;
                 batch.push(Message::Ping(seq));
             }
+            n = bulk.recv_many(&mut more, BULK_BATCH) => if n == 0 { return LinkEnd::Closed },
+        }
+        batch.append(&mut more);
+        while let Ok(m) = urgent.try_recv() {
+            batch.push(m);
         }
         for m in batch.drain(..) {
             wire::encode(&m, &mut buf);
@@ -376,7 +427,7 @@ async fn receive(
 ) -> Result<(), LinkEnd> {
     match message {
         // A full send queue means pongs are not needed: the peer hears from us anyway.
-        Message::Ping(n) => drop(shared.out.try_send(Message::Pong(n))),
+        Message::Ping(n) => drop(shared.urgent.try_send(Message::Pong(n))),
         Message::Pong(_) => {}
         Message::Reply { id, result } => {
             if let Some(tx) = shared.lock_waiting().remove(&id) {
@@ -384,18 +435,23 @@ async fn receive(
             }
         }
         Message::Call { id, service, body } => {
-            let Ok(slot) = serving.clone().acquire_owned().await else {
-                return Err(LinkEnd::Closed);
+            // Bulk calls take no slot: the reader must not wait behind a slow queue.
+            let slot = match urgent(service) {
+                true => match serving.clone().acquire_owned().await {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return Err(LinkEnd::Closed),
+                },
+                false => None,
             };
-            let answer = handler.call(&shared.peer, service, body);
-            let out = shared.out.clone();
+            let answer = handler.call(&Link(shared.clone()), service, body);
+            let out = shared.lane(service).0.clone();
             tokio::spawn(async move {
                 let result = answer.await;
                 let _ = out.send(Message::Reply { id, result }).await;
                 drop(slot);
             });
         }
-        Message::Cast { service, body } => handler.cast(&shared.peer, service, body),
+        Message::Cast { service, body } => handler.cast(&Link(shared.clone()), service, body),
         Message::Hello(_) => return Err(LinkEnd::Unexpected("hello")),
         Message::Proof(_) => return Err(LinkEnd::Unexpected("a proof")),
         Message::Refused(why) => {

@@ -13,14 +13,15 @@
 //! answered by a [`Message::Reply`] with the same id), [`Message::Cast`] (a one-way message
 //! to a service: queue operations that need no answer, deliveries) and nothing else.
 //!
-//! Version 2 added `Cast` and the queue service.
+//! Version 2 added `Cast` and the queue service; version 3 the node service and a first lane
+//! for Raft and control traffic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// What each side sends first: the protocol's name, then its version (u16).
 pub const PREAMBLE: [u8; 8] = *b"TERNNODE";
 /// The version this build speaks; a peer with another one is refused, naming both.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Preamble plus version.
 pub const PREAMBLE_LEN: usize = PREAMBLE.len() + 2;
 /// The largest frame a node accepts by default (`cluster_frame_max_bytes`).

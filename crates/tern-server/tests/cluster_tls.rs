@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::pki::Pki;
 use rcgen::{CertificateParams, SanType};
-use tern_cluster::handshake::{Identity, Peer, Secret};
-use tern_cluster::link::{Answer, Handler};
+use tern_cluster::handshake::{Identity, Secret};
+use tern_cluster::link::{Answer, Handler, Link};
 use tern_cluster::nodes::{NodeTls, Nodes, NodesConfig};
 use tern_cluster::wire::Service;
 use tern_server::config::ClusterTls;
@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 struct Quiet;
 
 impl Handler for Quiet {
-    fn call(&self, _: &Peer, _: Service, _: Bytes) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+    fn call(&self, _: &Link, _: Service, _: Bytes) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
         Box::pin(async { Ok(Bytes::new()) })
     }
 }

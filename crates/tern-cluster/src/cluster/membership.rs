@@ -21,15 +21,18 @@ use crate::link::{Answer, CallError};
 use crate::meta::{MetaError, MetaRaft, NodeId};
 use crate::wire::Service;
 
+/// What a node that is not (yet) a member of a running cluster answers a membership request.
+const NOT_MEMBER: &str = "not a member of a cluster";
+
 /// How long a membership change may take (a learner catching up included).
 const CHANGE_WAIT: Duration = Duration::from_secs(60);
 
 impl ClusterCalls {
     /// The leader, or who leads: `Err` with the answer when this member cannot act on it.
     fn leading(&self) -> Result<Arc<MetaRaft>, String> {
-        let raft = self.meta.get().ok_or("not a member of a cluster")?;
+        let raft = self.meta.get().ok_or(NOT_MEMBER)?;
         if raft.members().is_empty() {
-            return Err("not a member of a cluster".into());
+            return Err(NOT_MEMBER.into());
         }
         Ok(raft.clone())
     }
@@ -45,11 +48,7 @@ impl ClusterCalls {
         if Some(leader) == self.me() {
             return match here {
                 Control::Join { name } => self.join(&raft, &name),
-                Control::Promote { id, name } => {
-                    let promoted = change(raft.add_voter(id, name)).await;
-                    self.pending_joins().remove(&id);
-                    promoted
-                }
+                Control::Promote { id, name } => self.promote(&raft, id, name).await,
                 Control::Forget { name } => self.forget(&raft, &name).await,
                 _ => Err("not a membership request".into()),
             };
@@ -73,11 +72,17 @@ impl ClusterCalls {
             .map(|(id, _)| id)
     }
 
-    /// The id `name` has, or the next free one (held for it until it is promoted).
+    /// The next free id for `name` (held for it until it is promoted). A node with a member's
+    /// name that asks to join lost its data: taking the member's id with an empty log could
+    /// undo what the member voted for, so it must be forgotten first (as RabbitMQ makes a
+    /// reset node be).
     fn join(&self, raft: &MetaRaft, name: &str) -> Answer {
         let members = raft.members();
         if let Some((id, _)) = members.iter().find(|(_, n)| n == name) {
-            return Ok(Bytes::copy_from_slice(&id.to_be_bytes()));
+            return Err(format!(
+                "{name} is already member {id} of the cluster; if its data is lost, forget it \
+                 first (tern ctl forget_cluster_node {name}) and start it again"
+            ));
         }
         let mut pending = self.pending_joins();
         if let Some((id, _)) = pending.iter().find(|(_, n)| n.as_str() == name) {
@@ -91,6 +96,23 @@ impl ClusterCalls {
         pending.insert(id, name.to_string());
         tracing::info!(node = %name, id, "a node joins the cluster");
         Ok(Bytes::copy_from_slice(&id.to_be_bytes()))
+    }
+
+    /// Make `id` a voter, if the id is `name`'s: not another member's, nor held for another
+    /// joining node.
+    async fn promote(&self, raft: &MetaRaft, id: NodeId, name: String) -> Answer {
+        let owner = raft.member_name(id);
+        let held = self.pending_joins().get(&id).cloned();
+        if let Some(other) = owner.or(held).filter(|n| *n != name) {
+            return Err(format!(
+                "id {id} belongs to {other}, not {name}: join again"
+            ));
+        }
+        let promoted = change(raft.add_voter(id, name)).await;
+        if promoted.is_ok() {
+            self.pending_joins().remove(&id);
+        }
+        promoted
     }
 
     async fn forget(&self, raft: &MetaRaft, name: &str) -> Answer {
@@ -121,23 +143,34 @@ async fn change(changed: impl std::future::Future<Output = Result<(), MetaError>
 }
 
 impl Starter {
-    /// Ask each peer in turn to let this fresh node join its cluster: the id it got, or
-    /// `None` if no peer is a member of a running cluster (the nodes are forming one).
-    pub(super) async fn ask_to_join(&self, peers: &[String]) -> Option<NodeId> {
+    /// Ask each peer in turn to let this fresh node join its cluster: the id it got, `None`
+    /// if every peer says it is not a member of one (the nodes are forming a cluster), or the
+    /// refusal of a cluster that will not have it. Any other trouble (no leader yet, a link
+    /// that dropped) is asked about again.
+    pub(super) async fn ask_to_join(&self, peers: &[String]) -> Result<Option<NodeId>, MetaError> {
         let me = self.nodes.identity().node_name.clone();
         let ask = Control::Join { name: me }.encode();
-        for peer in peers {
-            let Some(link) = self.nodes.link(peer) else {
-                continue;
-            };
-            let Ok(mut answer) = link.call(Service::Control, ask.clone(), CHANGE_WAIT).await else {
-                continue;
-            };
-            if answer.remaining() == 8 {
-                return Some(answer.get_u64());
+        loop {
+            let mut unsure = false;
+            for peer in peers {
+                let Some(link) = self.nodes.link(peer) else {
+                    unsure = true;
+                    continue;
+                };
+                match link.call(Service::Control, ask.clone(), CHANGE_WAIT).await {
+                    Ok(mut answer) if answer.remaining() == 8 => return Ok(Some(answer.get_u64())),
+                    Err(CallError::Failed(_, why)) if why == NOT_MEMBER => {}
+                    Err(CallError::Failed(_, why)) if why.contains("already member") => {
+                        return Err(MetaError::Raft(why));
+                    }
+                    _ => unsure = true,
+                }
             }
+            if !unsure {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        None
     }
 
     /// Start as member `id` and have the leader promote it (learner, then voter).

@@ -57,6 +57,17 @@ async fn start(
     peers: Vec<String>,
     fs: SimFs,
 ) -> Cluster {
+    start_result(name, listener, peers, fs)
+        .await
+        .expect("started")
+}
+
+async fn start_result(
+    name: &'static str,
+    listener: TcpListener,
+    peers: Vec<String>,
+    fs: SimFs,
+) -> Result<Cluster, MetaError> {
     let identity = Identity {
         cluster_name: "tern".into(),
         node_name: name.into(),
@@ -78,7 +89,6 @@ async fn start(
     tokio::time::timeout(STEP, started)
         .await
         .expect("started in time")
-        .expect("started")
 }
 
 /// Write `cmd` through whichever of `members` leads; the log index every member must reach.
@@ -189,6 +199,13 @@ async fn a_fresh_node_joins_a_running_cluster_and_a_stopped_one_is_forgotten() {
     let refused = members[1].forget("n4@h").await.expect_err("n4 runs");
     assert!(refused.to_string().contains("running"), "{refused}");
     n4.shutdown().await;
+
+    // n4 back with its data lost is refused: it must be forgotten first.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let again = start_result("n4@h", listener, peers.clone(), SimFs::new()).await;
+    let refused = again.err().expect("a wiped member is refused");
+    assert!(refused.to_string().contains("already member"), "{refused}");
+
     let forgotten = tokio::time::timeout(STEP, async {
         loop {
             match members[1].forget("n4@h").await {
@@ -203,7 +220,9 @@ async fn a_fresh_node_joins_a_running_cluster_and_a_stopped_one_is_forgotten() {
     assert_eq!(voters, [1, 2, 3]);
     let index = write(&all, exchange("after-forget")).await;
     for c in &members {
-        c.meta().await_applied(index, STEP).await.expect("applied");
+        let applied = c.meta().await_applied(index, STEP).await;
+        let at = c.meta().applied_index();
+        applied.unwrap_or_else(|e| panic!("member {} at {at} of {index}: {e}", c.id()));
         c.shutdown().await;
     }
 }

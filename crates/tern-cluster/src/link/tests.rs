@@ -20,11 +20,11 @@ struct Echo;
 impl Handler for Echo {
     fn call(
         &self,
-        from: &Peer,
+        from: &Link,
         _service: Service,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
-        let from = from.node_name.clone();
+        let from = from.peer().node_name.clone();
         Box::pin(async move {
             match &body[..] {
                 b"fail" => Err(format!("refused for {from}")),
@@ -159,7 +159,7 @@ async fn a_peer_that_does_not_read_fills_the_send_queue_and_callers_wait() {
         let r = c.await.expect("task");
         assert!(matches!(r, Err(CallError::Timeout(..))), "{r:?}");
     }
-    let out = &a.0.out;
+    let out = &a.0.urgent;
     assert_eq!(
         (out.max_capacity(), out.capacity()),
         (4, 0),

@@ -263,15 +263,18 @@ impl MetaRaft {
         }
     }
 
-    /// Take member `id` out of the group (joint consensus). On the leader.
+    /// Take member `id` (voter or learner) out of the group (joint consensus). On the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), MetaError> {
         let mut voters = self.voters();
-        if voters.remove(&id) {
-            self.raft
-                .change_membership(voters, false)
-                .await
-                .map_err(membership_error)?;
-        }
+        let change: openraft::ChangeMembers<NodeId, BasicNode> = if voters.remove(&id) {
+            voters.into()
+        } else {
+            openraft::ChangeMembers::RemoveNodes([id].into())
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_error)?;
         Ok(())
     }
 

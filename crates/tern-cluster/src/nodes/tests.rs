@@ -20,7 +20,7 @@ struct Name(String);
 impl Handler for Name {
     fn call(
         &self,
-        _from: &Peer,
+        _from: &Link,
         _s: Service,
         _b: Bytes,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {

@@ -685,9 +685,14 @@ impl Connection {
             .and_then(|name| self.permit(Resource::Queue, &name, Op::Read).map(|()| name))
             .and_then(|name| self.usable_queue(&name))
             .map_err(|e| e.on(60, 70))?;
-        let Some(channel) = self.channels.get(&ch) else {
+        let Some(channel) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
+        if !queue.is_local() {
+            // The home node keeps the channel from the get on: the channel's close must reach
+            // it even when the get finds nothing.
+            channel.queue_slot(&queue);
+        }
         let (key, no_ack) = (channel.key, m.no_ack);
         let got = queue
             .ask(|reply| QueueCmd::Get {

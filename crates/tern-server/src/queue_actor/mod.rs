@@ -205,6 +205,14 @@ impl QueueHandle {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Whether the queue's actor here has stopped (a remote queue is never gone this way).
+    pub fn is_gone(&self) -> bool {
+        match &self.0.place {
+            Place::Local(local) => local.tx.is_closed(),
+            Place::Remote(_) => false,
+        }
+    }
+
     /// Whether the queue runs on this node.
     pub fn is_local(&self) -> bool {
         matches!(self.0.place, Place::Local(_))

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use tern_cluster::handshake::Peer;
 use tern_cluster::link::Link;
 use tern_cluster::queue_ops::{Answer, ConsumeSpec, QueueOp, QueueRef};
 use tern_cluster::wire::Service;
@@ -21,10 +21,10 @@ use crate::sink::{ConnEvent, ConnSink};
 /// What failed calls answer when the queue is not (or no longer) here.
 const GONE: &str = "no such queue on this node";
 
-/// Every peer that uses queues homed here.
+/// Every link over which peers use queues homed here, by link id.
 #[derive(Default)]
 pub(super) struct Home {
-    peers: Mutex<HashMap<String, Arc<PeerState>>>,
+    peers: Mutex<HashMap<u64, Arc<PeerState>>>,
 }
 
 /// A command for a queue's actor; `sent` hears once the actor has it (a publish: once the
@@ -33,7 +33,6 @@ type Forward = (QueueCmd, Option<oneshot::Sender<()>>);
 
 /// One peer's use of this node's queues, over one link.
 struct PeerState {
-    link: Link,
     /// Where the queues send the peer's deliveries, cancellations and confirms: a task casts
     /// them over the link.
     sink: ConnSink,
@@ -51,9 +50,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RemoteQueues {
     /// A call from `from` about a queue homed here.
-    pub(super) fn serve_call(self: &Arc<Self>, from: &Peer, op: QueueOp) -> Reply {
+    pub(super) fn serve_call(self: &Arc<Self>, from: &Link, op: QueueOp) -> Reply {
         let Some(peer) = self.home_peer(from) else {
-            return refuse(format!("no link to {}", from.node_name));
+            return refuse(format!("the link from {} is down", from.peer().node_name));
         };
         match op {
             QueueOp::Publish {
@@ -143,7 +142,7 @@ impl RemoteQueues {
     }
 
     /// A one-way operation from `from` about a queue homed here.
-    pub(super) fn serve_settle(self: &Arc<Self>, from: &Peer, op: QueueOp) {
+    pub(super) fn serve_settle(self: &Arc<Self>, from: &Link, op: QueueOp) {
         let Some(peer) = self.home_peer(from) else {
             return;
         };
@@ -183,20 +182,21 @@ impl RemoteQueues {
         self.forward(&peer, queue, cmd, None);
     }
 
-    /// `from`'s state over its current link (a new link starts afresh).
-    fn home_peer(self: &Arc<Self>, from: &Peer) -> Option<Arc<PeerState>> {
-        let link = self.link(&from.node_name)?;
-        let mut peers = lock(&self.home.peers);
-        if let Some(peer) = peers.get(&from.node_name).filter(|p| p.link.same(&link)) {
-            return Some(peer.clone());
+    /// The state of what comes over `link` (a new link starts afresh); `None` once it is down.
+    fn home_peer(self: &Arc<Self>, link: &Link) -> Option<Arc<PeerState>> {
+        if link.is_down() {
+            return None;
         }
-        let peer = PeerState::start(link);
-        peers.insert(from.node_name.clone(), peer.clone());
-        Some(peer)
+        self.watch(link);
+        let mut peers = lock(&self.home.peers);
+        let peer = peers
+            .entry(link.id())
+            .or_insert_with(|| PeerState::start(link.clone()));
+        Some(peer.clone())
     }
 
-    /// Hand `cmd` to the queue's forwarder for this peer (started if need be). A queue not
-    /// homed here drops it, and with it any answer the command waits for.
+    /// Hand `cmd` to the queue's forwarder for this link (started if need be), which applies
+    /// it in order. A queue not homed here drops it, and with it any answer it waits for.
     fn forward(
         self: &Arc<Self>,
         peer: &Arc<PeerState>,
@@ -212,14 +212,15 @@ impl RemoteQueues {
                 Err(refused) => item = refused.0,
             }
         }
-        let Some(handle) = self.local_queue(&queue) else {
-            forwarders.remove(&queue);
-            return;
-        };
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(item);
         forwarders.insert(queue.clone(), tx);
-        tokio::spawn(run_forwarder(handle, rx, Arc::downgrade(peer), queue));
+        let forwarder = Forwarder {
+            node: Arc::downgrade(self),
+            peer: Arc::downgrade(peer),
+            key: queue,
+        };
+        tokio::spawn(forwarder.run(rx));
     }
 
     fn local_queue(&self, queue: &QueueRef) -> Option<QueueHandle> {
@@ -229,49 +230,85 @@ impl RemoteQueues {
             .filter(QueueHandle::is_local)
     }
 
-    /// The link to a peer went down: its channels on the queues here close (their
-    /// unacknowledged messages are requeued, their consumers go).
-    pub(super) async fn home_link_lost(&self, link: &Link) {
-        let peer = {
-            let mut peers = lock(&self.home.peers);
-            let name = &link.peer().node_name;
-            match peers.get(name) {
-                Some(p) if p.link.same(link) => peers.remove(name),
-                _ => None,
-            }
-        };
+    /// A link went down: the channels that came over it close on the queues here (their
+    /// unacknowledged messages are requeued, their consumers go), each after whatever its
+    /// queue's forwarder still holds from that link.
+    pub(super) async fn home_link_lost(self: &Arc<Self>, link: &Link) {
+        let peer = lock(&self.home.peers).remove(&link.id());
         let Some(peer) = peer else {
             return;
         };
         let channels: Vec<(QueueRef, ChannelKey)> = lock(&peer.channels).drain().collect();
         for (queue, channel) in channels {
-            if let Some(handle) = self.local_queue(&queue) {
-                let _ = handle.send(QueueCmd::ChannelClosed { channel }).await;
-            }
+            self.forward(&peer, queue, QueueCmd::ChannelClosed { channel }, None);
         }
     }
 }
 
-/// Apply one peer's commands for one queue in the order they came.
-async fn run_forwarder(
-    queue: QueueHandle,
-    mut rx: mpsc::UnboundedReceiver<Forward>,
+/// How long a forwarder waits for a queue it does not find: this node may not have applied
+/// the metadata change that created it yet (the declaring node answered once it had).
+const RESOLVE_WAIT: Duration = Duration::from_secs(5);
+/// A forwarder with nothing to do for this long ends if its queue is gone.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Applies one link's commands for one queue in the order they came.
+struct Forwarder {
+    node: Weak<RemoteQueues>,
     peer: Weak<PeerState>,
     key: QueueRef,
-) {
-    while let Some((cmd, sent)) = rx.recv().await {
-        if queue.send(cmd).await.is_err() {
-            break;
+}
+
+impl Forwarder {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Forward>) {
+        let mut queue: Option<QueueHandle> = None;
+        loop {
+            let next = tokio::time::timeout(IDLE, rx.recv()).await;
+            let (cmd, sent) = match next {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) if queue.as_ref().is_none_or(QueueHandle::is_gone) => break,
+                Err(_) => continue,
+            };
+            if queue.as_ref().is_none_or(QueueHandle::is_gone) {
+                queue = self.resolve().await;
+            }
+            let Some(handle) = &queue else {
+                break;
+            };
+            if handle.send(cmd).await.is_err() {
+                queue = None;
+                continue;
+            }
+            if let Some(sent) = sent {
+                let _ = sent.send(());
+            }
         }
-        if let Some(sent) = sent {
-            let _ = sent.send(());
+        rx.close();
+        self.forget();
+    }
+
+    /// The queue's actor here, waiting for the metadata a little if need be.
+    async fn resolve(&self) -> Option<QueueHandle> {
+        let deadline = tokio::time::Instant::now() + RESOLVE_WAIT;
+        loop {
+            let node = self.node.upgrade()?;
+            if let Some(handle) = node.local_queue(&self.key) {
+                return Some(handle);
+            }
+            drop(node);
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    rx.close();
-    if let Some(peer) = peer.upgrade() {
-        let mut forwarders = lock(&peer.forwarders);
-        if forwarders.get(&key).is_some_and(|tx| tx.is_closed()) {
-            forwarders.remove(&key);
+
+    fn forget(&self) {
+        if let Some(peer) = self.peer.upgrade() {
+            let mut forwarders = lock(&peer.forwarders);
+            if forwarders.get(&self.key).is_some_and(|tx| tx.is_closed()) {
+                forwarders.remove(&self.key);
+            }
         }
     }
 }
@@ -292,9 +329,8 @@ fn answer_after<T: Send + 'static>(
 impl PeerState {
     fn start(link: Link) -> Arc<PeerState> {
         let (sink, events) = mpsc::unbounded_channel();
-        tokio::spawn(send_back(link.clone(), events));
+        tokio::spawn(send_back(link, events));
         Arc::new(PeerState {
-            link,
             sink,
             forwarders: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashSet::new()),

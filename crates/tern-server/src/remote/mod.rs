@@ -34,16 +34,18 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_cluster::handshake::Peer;
 use tern_cluster::link::{Answer, Handler, Link};
 use tern_cluster::nodes::Nodes;
-use tern_cluster::queue_ops::QueueOp;
+use tern_cluster::queue_ops::{QueueOp, QueueRef};
 use tern_cluster::wire::Service;
+use tern_core::names::ConsumerId;
+use tern_core::queue::Delivery;
 
 use crate::broker::Broker;
 use crate::connection::requeue;
 #[cfg(doc)]
-use crate::queue_actor::{QueueCmd, QueueHandle};
+use crate::queue_actor::QueueCmd;
+use crate::queue_actor::QueueHandle;
 
 pub use origin::RemoteQueue;
 
@@ -56,8 +58,8 @@ pub struct RemoteQueues {
     nodes: OnceLock<Nodes>,
     origin: origin::Origin,
     home: home::Home,
-    /// The link to each peer whose loss is being watched.
-    watched: Mutex<HashMap<String, Link>>,
+    /// The links whose loss is being watched, by id.
+    watched: Mutex<HashMap<u64, Link>>,
 }
 
 impl RemoteQueues {
@@ -88,24 +90,24 @@ impl RemoteQueues {
         Some(link)
     }
 
-    /// Clean up after `link` once it goes down (see the module docs).
+    /// Clean up after `link` once it goes down (see the module docs): what went through it,
+    /// and only that (two nodes may briefly have two links).
     fn watch(self: &Arc<Self>, link: &Link) {
-        let peer = link.peer().node_name.clone();
         {
             let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-            if watched.get(&peer).is_some_and(|l| l.same(link)) {
+            if watched.contains_key(&link.id()) {
                 return;
             }
-            watched.insert(peer.clone(), link.clone());
+            watched.insert(link.id(), link.clone());
         }
         let (this, link) = (self.clone(), link.clone());
         tokio::spawn(async move {
             link.down().await;
-            this.watched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, l| !l.same(&link));
-            this.origin.link_lost(&peer);
+            {
+                let mut watched = this.watched.lock().unwrap_or_else(|p| p.into_inner());
+                watched.remove(&link.id());
+            }
+            this.origin.link_lost(link.id());
             this.home_link_lost(&link).await;
         });
     }
@@ -113,14 +115,12 @@ impl RemoteQueues {
 
 impl RemoteQueues {
     /// A one-way operation: what a home node sends back, or settlement for a queue here.
-    fn serve_cast(self: &Arc<Self>, from: &Peer, op: QueueOp) {
+    fn serve_cast(self: &Arc<Self>, from: &Link, op: QueueOp) {
         match op {
             QueueOp::Deliver { queue, deliveries } => {
                 let orphans = self.origin.deliver(deliveries);
-                let broker = self.broker.upgrade();
-                let handle = broker.and_then(|b| b.queue(&queue.vhost, &queue.name));
-                if let (false, Some(handle)) = (orphans.is_empty(), handle) {
-                    tokio::spawn(async move { requeue(&handle, orphans).await });
+                if !orphans.is_empty() {
+                    self.orphaned(from, queue, orphans);
                 }
             }
             QueueOp::Cancelled { consumer } => self.origin.cancelled(consumer),
@@ -140,6 +140,44 @@ impl RemoteQueues {
     }
 }
 
+impl RemoteQueues {
+    /// Wait (a little) until this node's registry no longer holds `handle`: the metadata
+    /// change that removed it has been applied here.
+    async fn await_gone(&self, handle: &QueueHandle) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let (vhost, name) = (&handle.0.vhost, &handle.0.name);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while broker.queue(vhost, name).is_some_and(|h| h.same(handle)) {
+            if tokio::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Deliveries for consumers this node no longer has: back to the queue, and the home told
+    /// to drop those consumers (in case their cancel was lost with a link).
+    fn orphaned(&self, from: &Link, queue: QueueRef, orphans: Vec<Delivery>) {
+        let broker = self.broker.upgrade();
+        let handle = broker.and_then(|b| b.queue(&queue.vhost, &queue.name));
+        let mut consumers: Vec<ConsumerId> = orphans.iter().map(|d| d.consumer).collect();
+        consumers.dedup();
+        let link = from.clone();
+        tokio::spawn(async move {
+            if let Some(handle) = handle {
+                requeue(&handle, orphans).await;
+            }
+            for consumer in consumers {
+                let queue = queue.clone();
+                let cancel = QueueOp::Cancel { queue, consumer };
+                let _ = link.cast(Service::Queue, cancel.encode()).await;
+            }
+        });
+    }
+}
+
 /// The `Service::Queue` handler: operations for queues homed here, and what queues homed
 /// elsewhere send back.
 struct QueueService(Arc<RemoteQueues>);
@@ -147,7 +185,7 @@ struct QueueService(Arc<RemoteQueues>);
 type Reply = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 impl Handler for QueueService {
-    fn call(&self, from: &Peer, service: Service, body: Bytes) -> Reply {
+    fn call(&self, from: &Link, service: Service, body: Bytes) -> Reply {
         if service == Service::Node {
             let broker = self.0.broker.upgrade();
             return Box::pin(async move {
@@ -164,11 +202,14 @@ impl Handler for QueueService {
         }
     }
 
-    fn cast(&self, from: &Peer, _service: Service, body: Bytes) {
+    fn cast(&self, from: &Link, service: Service, body: Bytes) {
+        if service != Service::Queue {
+            return;
+        }
         match QueueOp::decode(body) {
             Ok(op) => self.0.serve_cast(from, op),
             Err(e) => {
-                tracing::warn!(peer = %from.node_name, error = %e, "bad queue operation from a node")
+                tracing::warn!(peer = %from.peer().node_name, error = %e, "bad queue operation from a node")
             }
         }
     }

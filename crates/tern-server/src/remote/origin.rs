@@ -11,7 +11,7 @@ use tern_cluster::link::Link;
 use tern_cluster::queue_ops::{Answer, ConsumeSpec, OpError, QueueOp, QueueRef};
 use tern_cluster::wire::Service;
 use tern_core::message::Message;
-use tern_core::names::ConsumerId;
+use tern_core::names::{ChannelKey, ConsumerId};
 use tern_core::queue::{ConsumerSpec, Delivery};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -29,9 +29,10 @@ pub struct RemoteQueue {
     window: usize,
 }
 
-/// A consumer on this node of a queue homed elsewhere.
+/// A consumer on this node of a queue homed elsewhere, and the link it was made over.
 struct Consumer {
-    home: String,
+    link: u64,
+    channel: ChannelKey,
     sink: ConnSink,
     queue: QueueHandle,
 }
@@ -40,8 +41,8 @@ struct Consumer {
 #[derive(Default)]
 pub(super) struct Origin {
     consumers: Mutex<HashMap<ConsumerId, Consumer>>,
-    /// Publishes waiting for a confirm, by the id sent with them, with their home.
-    confirms: Mutex<HashMap<u64, (String, ConfirmRequest)>>,
+    /// Publishes waiting for a confirm, by the id sent with them, with the link they went by.
+    confirms: Mutex<HashMap<u64, (u64, ConfirmRequest)>>,
     next_confirm: AtomicU64,
 }
 
@@ -124,14 +125,10 @@ impl RemoteQueue {
                 if_empty,
                 reply,
             } => {
-                let op = QueueOp::Delete {
-                    queue,
-                    if_unused,
-                    if_empty,
-                };
-                ask(&link, op, Answer::decode_deleted, reply).await
+                self.delete(&link, handle, queue, (if_unused, if_empty), reply)
+                    .await
             }
-            cmd => self.settle(&link, queue, cmd).await,
+            cmd => self.settle(&link, handle, queue, cmd).await,
         }
     }
 
@@ -154,7 +151,7 @@ impl RemoteQueue {
             return Ok(());
         };
         let origin = &self.node.origin;
-        let id = confirm.map(|c| origin.expect_confirm(&self.home, c));
+        let id = confirm.map(|c| origin.expect_confirm(link.id(), c));
         let op = QueueOp::Publish {
             queue,
             confirm: id,
@@ -195,7 +192,8 @@ impl RemoteQueue {
     ) -> Result<(), QueueGone> {
         let id = spec.id;
         let consumer = Consumer {
-            home: self.home.clone(),
+            link: link.id(),
+            channel: spec.channel,
             sink,
             queue: handle.clone(),
         };
@@ -232,8 +230,44 @@ impl RemoteQueue {
         Ok(())
     }
 
+    /// queue.delete: answered once this node's registry no longer has the queue, so that what
+    /// the client does next here (declare it again, say) sees it gone.
+    async fn delete(
+        &self,
+        link: &Link,
+        handle: &QueueHandle,
+        queue: QueueRef,
+        (if_unused, if_empty): (bool, bool),
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    ) -> Result<(), QueueGone> {
+        let op = QueueOp::Delete {
+            queue,
+            if_unused,
+            if_empty,
+        };
+        let (tx, rx) = oneshot::channel();
+        ask(link, op, Answer::decode_deleted, tx).await?;
+        let (node, handle) = (self.node.clone(), handle.clone());
+        tokio::spawn(async move {
+            let Ok(answer) = rx.await else {
+                return;
+            };
+            if answer.is_ok() {
+                node.await_gone(&handle).await;
+            }
+            let _ = reply.send(answer);
+        });
+        Ok(())
+    }
+
     /// Commands without an answer: one-way.
-    async fn settle(&self, link: &Link, queue: QueueRef, cmd: QueueCmd) -> Result<(), QueueGone> {
+    async fn settle(
+        &self,
+        link: &Link,
+        handle: &QueueHandle,
+        queue: QueueRef,
+        cmd: QueueCmd,
+    ) -> Result<(), QueueGone> {
         let op = match cmd {
             QueueCmd::Cancel { consumer } => {
                 self.node.origin.lock_consumers().remove(&consumer);
@@ -260,7 +294,12 @@ impl RemoteQueue {
                 n,
                 bytes,
             },
-            QueueCmd::ChannelClosed { channel } => QueueOp::ChannelClosed { queue, channel },
+            QueueCmd::ChannelClosed { channel } => {
+                let mut consumers = self.node.origin.lock_consumers();
+                consumers.retain(|_, c| c.channel != channel || !c.queue.same(handle));
+                drop(consumers);
+                QueueOp::ChannelClosed { queue, channel }
+            }
             QueueCmd::Kick => QueueOp::Kick { queue },
             _ => return Ok(()),
         };
@@ -330,13 +369,13 @@ impl Origin {
         self.consumers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_confirms(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, ConfirmRequest)>> {
+    fn lock_confirms(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, ConfirmRequest)>> {
         self.confirms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn expect_confirm(&self, home: &str, request: ConfirmRequest) -> u64 {
+    fn expect_confirm(&self, link: u64, request: ConfirmRequest) -> u64 {
         let id = self.next_confirm.fetch_add(1, Ordering::Relaxed);
-        self.lock_confirms().insert(id, (home.to_string(), request));
+        self.lock_confirms().insert(id, (link, request));
         id
     }
 
@@ -383,14 +422,14 @@ impl Origin {
         orphans
     }
 
-    /// The link to `home` is down: its queues' consumers here are cancelled (the client gets
-    /// basic.cancel), and publishes waiting for its confirm are nacked.
-    pub(super) fn link_lost(&self, home: &str) {
+    /// Link `link` is down: the consumers made over it are cancelled (the client gets
+    /// basic.cancel), and publishes waiting for a confirm sent over it are nacked.
+    pub(super) fn link_lost(&self, link: u64) {
         let gone: Vec<(ConsumerId, Consumer)> = {
             let mut consumers = self.lock_consumers();
             let ids: Vec<ConsumerId> = consumers
                 .iter()
-                .filter(|(_, c)| c.home == home)
+                .filter(|(_, c)| c.link == link)
                 .map(|(id, _)| *id)
                 .collect();
             ids.into_iter()
@@ -404,7 +443,7 @@ impl Origin {
             let mut confirms = self.lock_confirms();
             let ids: Vec<u64> = confirms
                 .iter()
-                .filter(|(_, (h, _))| h == home)
+                .filter(|(_, (l, _))| *l == link)
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter()
