@@ -3,7 +3,9 @@
 //! Every change is a record appended to the log (entries, votes, truncations, purges); replay
 //! at start rebuilds the in-memory view, which is what readers are served from. An append is
 //! synced before openraft hears it is flushed, so a command is on disk before its declare-ok
-//! goes out; openraft hands us every entry waiting at once, so one fsync covers them all.
+//! goes out. Appends do not wait for their fsync: a syncer task runs one fsync for every
+//! append made while the last one ran (group commit) and then tells openraft, so concurrent
+//! changes share fsyncs instead of queueing for one each.
 //! Votes are synced too (Raft needs that for safety). Fully purged segments are deleted, after
 //! the current vote is written again so that it never lives only in a deleted segment.
 
@@ -17,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use tern_store::{LogOptions, SegmentLog, StoreError, Vfs};
+use tokio::sync::mpsc;
 
 use super::records::{self, LogRecord};
 use super::{Entry, NodeId, TypeConfig};
@@ -35,6 +38,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct MetaLogStore {
     inner: Arc<Mutex<Inner>>,
+    /// Appends waiting for the fsync that covers them (the syncer starts with the first).
+    syncer: Arc<std::sync::OnceLock<mpsc::UnboundedSender<LogFlushed<TypeConfig>>>>,
 }
 
 fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -74,6 +79,7 @@ impl MetaLogStore {
         }
         Ok(MetaLogStore {
             inner: Arc::new(Mutex::new(inner)),
+            syncer: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -110,6 +116,38 @@ impl MetaLogStore {
             Err(join) => Err(io_error(join)),
         }
     }
+}
+
+/// One fsync for every append waiting, run outside the log's lock (appends go on meanwhile),
+/// then each waiting append is told.
+async fn run_syncer(
+    inner: Arc<Mutex<Inner>>,
+    mut waiting: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
+    let mut batch = Vec::new();
+    while waiting.recv_many(&mut batch, 4096).await > 0 {
+        let inner = inner.clone();
+        let synced = tokio::task::spawn_blocking(move || sync_outside_lock(&inner)).await;
+        let synced = synced.unwrap_or_else(|join| Err(join.to_string()));
+        for flushed in batch.drain(..) {
+            let result = synced.clone().map_err(std::io::Error::other);
+            flushed.log_io_completed(result);
+        }
+    }
+}
+
+fn sync_outside_lock(inner: &Mutex<Inner>) -> Result<(), String> {
+    let pending = lock_inner(inner).log.begin_sync();
+    let Some(pending) = pending.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let result = pending.run();
+    let finished = lock_inner(inner).log.finish_sync(&pending, result);
+    finished.map_err(|e| e.to_string())
+}
+
+fn lock_inner(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {
@@ -227,13 +265,20 @@ impl RaftLogStorage<TypeConfig> for MetaLogStore {
         I::IntoIter: Send,
     {
         let records = entries.into_iter().map(LogRecord::Entry).collect();
-        let result = self.write(records, true).await;
-        let flushed = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(flushed);
-        result
+        if let Err(e) = self.write(records, false).await {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(e);
+        }
+        let syncer = self.syncer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_syncer(self.inner.clone(), rx));
+            tx
+        });
+        if let Err(refused) = syncer.send(callback) {
+            let gone = std::io::Error::other("the metadata log's syncer stopped");
+            refused.0.log_io_completed(Err(gone));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
