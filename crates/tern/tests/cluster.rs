@@ -293,14 +293,7 @@ async fn three_nodes_with_one_peer_list_form_a_cluster_and_share_definitions() {
     let status = cluster_status(&nodes[1].dir);
     assert_eq!(status["disk_nodes"], serde_json::json!(names), "{status}");
     let (_c2, on_2) = channel(&nodes[1]).await;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let gone = on_2
-        .queue_declare("on-4", passive, FieldTable::default())
-        .await
-        .expect_err("forgotten with its node");
+    let gone = passive_declare_error(&on_2, "on-4").await;
     assert_eq!(protocol_code(&gone), Some(404), "{gone}");
 
     // n2 and n3 stop: n1 alone has no majority, and a change fails in seconds.
@@ -406,6 +399,17 @@ async fn api_queue(node: &LoggedServer, name: &str) -> serde_json::Value {
         .json()
         .await
         .expect("json")
+}
+
+/// What a passive queue.declare of `name` through `ch` is refused with (it must be refused).
+async fn passive_declare_error(ch: &Channel, name: &str) -> lapin::Error {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name, passive, FieldTable::default())
+        .await
+        .expect_err("a passive declare that fails")
 }
 
 async fn channel(node: &Node) -> (Connection, Channel) {
@@ -540,14 +544,7 @@ async fn any_node_serves_any_queue() {
         "the consumer is cancelled"
     );
     drop(_c1b);
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let down = on_2
-        .queue_declare("b3", passive, FieldTable::default())
-        .await
-        .expect_err("home down");
+    let down = passive_declare_error(&on_2, "b3").await;
     assert_eq!(protocol_code(&down), Some(404), "{down}");
     assert!(down.to_string().contains("n3@localhost"), "{down}");
     assert_eq!(api_queue(&nodes[0].server, "b3").await["state"], "down");
@@ -556,10 +553,7 @@ async fn any_node_serves_any_queue() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ch = c1d.create_channel().await.expect("channel");
-            let e = ch
-                .queue_declare(name, passive, FieldTable::default())
-                .await
-                .expect_err("down, then gone");
+            let e = passive_declare_error(&ch, name).await;
             assert_eq!(protocol_code(&e), Some(404), "{e}");
             if e.to_string().contains(&format!("no queue '{name}'")) {
                 break;

@@ -125,13 +125,7 @@ async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_
     let (listeners, peers) = three_listeners().await;
     let disks = [SimFs::new(), SimFs::new(), SimFs::new()];
     // Started in an order that is not the names' order: the seed (n1) comes up last.
-    let names = ["n3@h", "n2@h", "n1@h"];
-    let starts = names
-        .iter()
-        .zip(listeners)
-        .zip(&disks)
-        .map(|((name, l), fs)| start(name, l, peers.clone(), fs.clone()));
-    let members = futures_join(starts).await;
+    let members = start_all(["n3@h", "n2@h", "n1@h"], listeners, &peers, &disks).await;
     let ids: Vec<(String, NodeId)> = members
         .iter()
         .map(|c| (c.nodes().identity().node_name.clone(), c.id()))
@@ -173,13 +167,7 @@ async fn fresh_nodes_with_one_peer_list_form_one_cluster_and_a_restarted_member_
 async fn a_fresh_node_joins_a_running_cluster_and_a_stopped_one_is_forgotten() {
     let (listeners, peers) = three_listeners().await;
     let disks = [SimFs::new(), SimFs::new(), SimFs::new()];
-    let names = ["n1@h", "n2@h", "n3@h"];
-    let starts = names
-        .iter()
-        .zip(listeners)
-        .zip(&disks)
-        .map(|((name, l), fs)| start(name, l, peers.clone(), fs.clone()));
-    let members = futures_join(starts).await;
+    let members = start_all(["n1@h", "n2@h", "n3@h"], listeners, &peers, &disks).await;
     let all: Vec<&Cluster> = members.iter().collect();
     let index = write(&all, exchange("before-join")).await;
 
@@ -225,6 +213,21 @@ async fn a_fresh_node_joins_a_running_cluster_and_a_stopped_one_is_forgotten() {
         applied.unwrap_or_else(|e| panic!("member {} at {at} of {index}: {e}", c.id()));
         c.shutdown().await;
     }
+}
+
+/// Start the named nodes at once on their listeners and disks, with one peer list.
+async fn start_all(
+    names: [&'static str; 3],
+    listeners: Vec<TcpListener>,
+    peers: &[String],
+    disks: &[SimFs; 3],
+) -> Vec<Cluster> {
+    let starts = names
+        .into_iter()
+        .zip(listeners)
+        .zip(disks)
+        .map(|((name, l), fs)| start(name, l, peers.to_vec(), fs.clone()));
+    futures_join(starts).await
 }
 
 /// Run the futures at once (each is a node starting; they wait for each other).
