@@ -384,6 +384,21 @@ async fn api_get(node: &LoggedServer, path: &str) -> serde_json::Value {
     api_status(node, path).await.1
 }
 
+/// The value of the Prometheus series that starts with `prefix` on a node.
+async fn prometheus_value(node: &LoggedServer, prefix: &str) -> f64 {
+    let listening = node.logged(|l| l["message"] == "Prometheus metrics listening");
+    let addr = listening
+        .and_then(|l| l["prometheus_addr"].as_str())
+        .expect("its address");
+    let url = format!("http://{addr}/metrics");
+    let body = reqwest::get(url).await.expect("GET /metrics").text().await;
+    let body = body.expect("a body");
+    let line = body.lines().find(|l| l.starts_with(prefix));
+    let line = line.unwrap_or_else(|| panic!("no {prefix} in {body}"));
+    let value = line.rsplit(' ').next().and_then(|v| v.parse().ok());
+    value.expect("a number")
+}
+
 /// `/api/queues/%2f/NAME` of a node.
 async fn api_queue(node: &LoggedServer, name: &str) -> serde_json::Value {
     let url = format!(
@@ -506,6 +521,12 @@ async fn any_node_serves_any_queue() {
     assert_eq!(homes, ["n1@localhost", "n2@localhost", "n3@localhost"]);
     let b3_home = api_queue(&nodes[0].server, "b3").await["node"].clone();
     assert_eq!(b3_home, "n3@localhost", "ties go to the smallest name");
+
+    // Each node's Prometheus reports the queues it runs: one each here.
+    for node in &nodes {
+        let queues = prometheus_value(&node.server, "rabbitmq_queues ").await;
+        assert_eq!(queues, 1.0, "rabbitmq_queues on {:?}", node.dir);
+    }
 
     // n3 stops: its consumer through n1 is cancelled, its queue answers 404 until it is back.
     // Its transient queues, the exclusive one of a client connected to it included, go.

@@ -59,7 +59,10 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
 }
 
 async fn render(broker: &Broker) -> String {
-    let handles = broker.queue_handles();
+    // A node reports the queues it runs, as RabbitMQ's nodes do: summed over a cluster's
+    // nodes, each queue counts once.
+    let mut handles = broker.queue_handles();
+    handles.retain(|q| q.is_local());
     let queue_count = handles.len() as u64;
     let queues = broker.queue_figures(handles, QUEUE_STATS_WAIT).await;
     let node = crate::alarms::node_resources(&broker.config.data_dir).await;
