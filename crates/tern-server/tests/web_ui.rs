@@ -159,7 +159,9 @@ async fn every_tab_and_the_detail_pages_render_without_an_error() {
     let mut page = Page::open(&chromium.ws_url).await;
     log_in_as_guest(&mut page, &base).await;
     let overview = "document.querySelectorAll('canvas.chart').length === 2 \
-                    && document.getElementById('view').textContent.includes('Connections1')";
+                    && document.getElementById('view').textContent.includes('Connections1') \
+                    && document.querySelector('table.nodes td')?.textContent === 'tern@localhost' \
+                    && document.querySelector('table.nodes').textContent.includes('running')";
     page.wait_for("the overview's totals and charts", overview)
         .await;
     save_artifact("web-ui-overview.png", &page.screenshot().await);

@@ -188,7 +188,9 @@ function overviewView() {
   const rateNote = slot();
   const queued = el('canvas', {class: 'chart'});
   const listeners = slot();
+  const nodes = slot();
   const node = el('section', {}, el('h2', {}, 'Overview'), totals,
+    el('h3', {}, 'Nodes'), nodes,
     el('h3', {}, 'Message rates'), rateNote, rates,
     el('h3', {}, 'Queued messages'), queued, el('h3', {}, 'Listeners'), listeners);
   const refresh = async () => {
@@ -205,9 +207,21 @@ function overviewView() {
     drawChart(queued, QUEUED_SERIES, '');
     listeners.fill(table([['Protocol', (l) => l.protocol], ['Port', (l) => l.port, 'num']],
       ov.listeners || []));
+    nodes.fill(table(NODE_COLUMNS, await get('/nodes'), {class: 'nodes'}));
   };
   return {node, refresh};
 }
+
+const mib = (n) => (typeof n === 'number' ? `${num(Math.round(n / 1048576))} MiB` : '');
+// Every node of the cluster: its state, and what a running one says of itself.
+const NODE_COLUMNS = [
+  ['Name', (n) => n.name],
+  ['State', (n) => (n.running ? 'running' : 'down')],
+  ['Memory used', (n) => mib(n.mem_used), 'num'],
+  ['Disk free', (n) => mib(n.disk_free), 'num'],
+  ['Alarms', (n) => [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter(Boolean).join(', ')],
+  ['Uptime', (n) => (typeof n.uptime === 'number' ? `${num(Math.round(n.uptime / 1000))} s` : ''), 'num'],
+];
 
 const RATE_SERIES = [
   {key: 'publish', label: 'publish', color: '#c0392b'},
