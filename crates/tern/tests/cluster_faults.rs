@@ -12,6 +12,9 @@
 //! have panicked. Nacked messages may be delivered too (a nack promises nothing); the test
 //! prints how many were, by publisher and queue.
 //!
+//! A second test partitions a minority: it refuses definition changes, the majority goes on,
+//! and after healing every node has the same definitions (`/api/definitions`).
+//!
 //! Runs in about 30 s (debug build, 2 cores). Without network namespaces (not root) the cut
 //! and the isolation are skipped; `TERN_TEST_NETNS=off` forces that. The nodes' logs are kept
 //! when the test fails (the path is printed).
@@ -570,4 +573,84 @@ async fn no_confirmed_message_is_lost_when_nodes_are_killed_cut_off_or_frozen() 
     assert!(panics.is_empty(), "a node panicked: {panics:#?}");
     drop(cluster);
     eprintln!("done in {:?}", started.elapsed());
+}
+
+/// Declare a durable exchange through node `i`: the AMQP reply code if refused.
+async fn declare_exchange(cluster: &NetCluster, i: usize, name: &str) -> Result<(), u16> {
+    let conn = Connection::connect(&cluster.amqp_uri(i), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let durable = lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let kind = lapin::ExchangeKind::Fanout;
+    let declared = ch
+        .exchange_declare(name, kind, durable, FieldTable::default())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "done")).await;
+    declared.map_err(|e| match e {
+        lapin::Error::ProtocolError(p) => p.get_id(),
+        _ => 0,
+    })
+}
+
+/// A partitioned minority refuses definition changes (541, within the write timeout) while
+/// the majority goes on; after healing every node has the same definitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_refuses_changes_and_all_agree_after_healing() {
+    let mut cluster = NetCluster::start(3, "cluster-partition").await;
+    let http = reqwest::Client::new();
+    assert!(
+        cluster.isolate(0),
+        "this test needs network namespaces (root): it cuts n1 off its peers"
+    );
+
+    let started = Instant::now();
+    let refused = declare_exchange(&cluster, 0, "minority-x").await;
+    assert_eq!(refused, Err(541), "the minority refuses");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The majority elects a leader if n1 led, and goes on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(code) = declare_exchange(&cluster, 1, "majority-x").await {
+        assert!(
+            Instant::now() < deadline,
+            "the majority still refuses: {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Healed: every node's definitions are the same, with the majority's change only.
+    assert!(cluster.rejoin(0));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let url = format!("{}/api/definitions", cluster.management_url(i));
+            all.push(api_get(&http, url).await);
+        }
+        let same = all.iter().all(|d| d.is_some() && *d == all[0]);
+        if same {
+            let defs = all[0].clone().unwrap_or_default();
+            let names: Vec<&str> = defs["exchanges"]
+                .as_array()
+                .map(|x| x.iter().filter_map(|e| e["name"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(names.contains(&"majority-x"), "{names:?}");
+            assert!(!names.contains(&"minority-x"), "{names:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes still disagree: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(cluster.panics(), Vec::<String>::new());
 }
