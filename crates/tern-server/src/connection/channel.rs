@@ -9,7 +9,7 @@ use tern_amqp::{
     QueueDeleteOk, QueuePurge, QueuePurgeOk, QueueUnbind, ReplyCode, ShortStr,
 };
 use tern_core::meta::access::{Op, Resource};
-use tern_core::meta::{Binding, ExchangeDef, MetaCommand, QueueDef};
+use tern_core::meta::{Binding, ExchangeDef, MetaCommand, MetaOutcome, QueueDef};
 use tern_core::names::{ChannelKey, ConsumerId, ExchangeName, QueueName};
 use tern_core::queue::ChannelCredit;
 use tern_core::routing::{Destination, ExchangeKind};
@@ -325,7 +325,8 @@ impl Connection {
             server_named,
             requester: self.id,
         };
-        self.broker.apply(cmd).await?;
+        let outcome = self.broker.apply(cmd).await?;
+        let created = matches!(outcome, MetaOutcome::QueueDeclared { created: true, .. });
         if let Some(c) = self.channels.get_mut(&ch) {
             c.last_declared = Some(name.clone());
         }
@@ -336,10 +337,15 @@ impl Connection {
         if let Some(down) = queue.unreachable() {
             return Err(down.on(50, 10));
         }
-        let stats = queue
-            .ask(|reply| QueueCmd::Stats { reply })
-            .await
-            .unwrap_or_default();
+        // A queue just created has nothing yet: no need to wait for its actor (a durable
+        // one creates its files first).
+        let stats = match created {
+            true => Default::default(),
+            false => queue
+                .ask(|reply| QueueCmd::Stats { reply })
+                .await
+                .unwrap_or_default(),
+        };
         let ok = QueueDeclareOk {
             queue: name.0.clone(),
             message_count: stats.messages,
