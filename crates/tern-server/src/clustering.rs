@@ -179,9 +179,13 @@ fn refuse_single_node_data(dir: &Path) -> Result<(), StartError> {
 }
 
 /// The first id a clustered node hands out (connections, channels, consumers): its node id
-/// in the top 16 bits, so that ids are unique in the cluster.
+/// in the top 16 bits, so that ids are unique in the cluster, and the boot's second (16 bits)
+/// below, so that a node restarted before the others noticed does not reuse the ids of its
+/// last life (the others clean those up when they see its old link go).
 pub fn first_id(node: u64) -> u64 {
-    (node << 48) | 1
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let boot = now.map_or(0, |d| d.as_secs()) & 0xFFFF;
+    (node << 48) | (boot << 32) | 1
 }
 
 /// What a client is told when the cluster could not commit its change in time.
