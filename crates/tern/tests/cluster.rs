@@ -610,20 +610,31 @@ async fn any_node_serves_any_queue() {
     let _ = std::fs::remove_dir_all(&spec.base);
 }
 
-#[test]
-fn a_node_given_peers_but_no_secret_does_not_start() {
-    let dir = data_dir("cluster-no-secret");
+/// Run `tern server` on `dir` with `args` added, expecting it to refuse to start: its stderr.
+fn refused_start(dir: &Path, args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["server", "--bind", "127.0.0.1", "--amqp-port", "0"])
         .args(["--management-port", "0", "--prometheus-port", "0"])
-        .args(["--cluster-peers", "127.0.0.1:1,127.0.0.1:2"])
+        .args(args)
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .output()
         .expect("run tern server");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_node_given_peers_but_no_secret_does_not_start() {
+    let dir = data_dir("cluster-no-secret");
+    let err = refused_start(
+        &dir,
+        &[
+            "--cluster-peers".as_ref(),
+            "127.0.0.1:1,127.0.0.1:2".as_ref(),
+        ],
+    );
     assert!(err.contains("cluster_secret_file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -634,21 +645,16 @@ fn cluster_tls_needs_certificate_key_and_ca_together() {
     std::fs::create_dir_all(&dir).expect("dir");
     let secret = dir.join("secret");
     std::fs::write(&secret, "s").expect("secret");
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["server", "--bind", "127.0.0.1", "--amqp-port", "0"])
-        .args(["--management-port", "0", "--prometheus-port", "0"])
-        .args(["--cluster-peers", "127.0.0.1:1"])
-        .arg("--cluster-secret-file")
-        .arg(&secret)
-        .arg("--cluster-tls-cert-file")
-        .arg(dir.join("node.pem"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tern server");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let cert = dir.join("node.pem");
+    let args = [
+        "--cluster-peers".as_ref(),
+        "127.0.0.1:1".as_ref(),
+        "--cluster-secret-file".as_ref(),
+        secret.as_os_str(),
+        "--cluster-tls-cert-file".as_ref(),
+        cert.as_os_str(),
+    ];
+    let err = refused_start(&dir, &args);
     assert!(err.contains("all three"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
