@@ -80,6 +80,11 @@ pub struct QueueDef {
 }
 
 impl QueueDef {
+    /// Whether the queue's home is `node` (a single node's queues have none).
+    pub fn homed_on(&self, node: &str) -> bool {
+        self.home.as_ref().is_some_and(|h| h.as_str() == node)
+    }
+
     /// Whether the queue's home is to be the node with the fewest queues
     /// (`x-queue-leader-locator: balanced`, or the older `x-queue-master-locator` with
     /// `min-masters` or `random`) rather than the node the declaring client is connected to.
@@ -360,7 +365,7 @@ impl Metadata {
         for (vhost, vh) in self.vhosts.iter_mut() {
             let queues: Vec<QueueName> = vh
                 .queues()
-                .filter(|q| (durable_too || !q.durable) && q.home.as_ref() == Some(node))
+                .filter(|q| q.homed_on(node) && (durable_too || !q.durable))
                 .map(|q| q.name.clone())
                 .collect();
             let mut fx = Effects::default();

@@ -448,10 +448,8 @@ impl Broker {
     /// Whether `node` is home to a transient queue.
     fn has_transient_queues_on(&self, node: &str) -> bool {
         self.with_meta(|m| {
-            m.vhosts().any(|v| {
-                m.queues(v)
-                    .any(|q| !q.durable && q.home.as_ref().is_some_and(|h| h.as_str() == node))
-            })
+            m.vhosts()
+                .any(|v| m.queues(v).any(|q| !q.durable && q.homed_on(node)))
         })
     }
 
@@ -564,7 +562,10 @@ impl Broker {
     }
 
     /// [`Broker::apply`] without the churn counting.
-    async fn apply_unmetered(self: &Arc<Self>, cmd: MetaCommand) -> Result<MetaOutcome, AmqpError> {
+    async fn apply_unmetered(
+        self: &Arc<Self>,
+        mut cmd: MetaCommand,
+    ) -> Result<MetaOutcome, AmqpError> {
         if let Some(answer) = self.lock_meta().answer_locally(&cmd) {
             return answer;
         }
@@ -574,10 +575,9 @@ impl Broker {
                 "metadata not open",
             ));
         };
-        let cmd = match store.is_cluster() {
-            true => self.place_queues(cmd),
-            false => cmd,
-        };
+        if store.is_cluster() {
+            self.place_queues(&mut cmd);
+        }
         match store.write(cmd).await {
             Ok(outcome) => outcome,
             Err(e) => Err(self.write_refused(e)),
@@ -587,30 +587,15 @@ impl Broker {
     /// Give each queue a new command creates its home node: this one (`client-local`, and
     /// always for an exclusive queue), or the running node with the fewest queues
     /// (`balanced`).
-    fn place_queues(&self, cmd: MetaCommand) -> MetaCommand {
+    fn place_queues(&self, cmd: &mut MetaCommand) {
         match cmd {
             MetaCommand::DeclareQueue {
-                vhost,
-                mut def,
-                passive,
-                server_named,
-                requester,
-            } => {
-                if !passive && def.home.is_none() {
-                    def.home = Some(self.home_for(&def).into());
-                }
-                MetaCommand::DeclareQueue {
-                    vhost,
-                    def,
-                    passive,
-                    server_named,
-                    requester,
-                }
-            }
-            MetaCommand::Batch(cmds) => {
-                MetaCommand::Batch(cmds.into_iter().map(|c| self.place_queues(c)).collect())
-            }
-            other => other,
+                def,
+                passive: false,
+                ..
+            } if def.home.is_none() => def.home = Some(self.home_for(def).into()),
+            MetaCommand::Batch(cmds) => cmds.iter_mut().for_each(|c| self.place_queues(c)),
+            _ => {}
         }
     }
 
